@@ -1,0 +1,15 @@
+"""parallax_nb: sparsity-aware data-parallel training (Parallax) on Dask, from notebooks.
+
+Data flows one way: Program -> analysis -> placement plan -> launch on Dask -> runtime
+(ranks, parameter servers) -> events -> notebook views. This module is the public API.
+"""
+from . import tf_env  # noqa: F401  (must run before TensorFlow is imported)
+from .analysis import AnalysisReport, analyze
+from .config import Config
+from .errors import ConfigError, ParallaxError, ProgramError
+from .program import Program
+
+__version__ = "0.1.0"
+
+__all__ = ["Program", "Config", "analyze", "AnalysisReport", "ParallaxError", "ProgramError",
+           "ConfigError"]

@@ -1,0 +1,139 @@
+"""The transfer model: bytes each machine sends and receives per step under HYBRID, PS, AR.
+
+Derivation (docs/cost_model.md has the long form). m machines, g ranks per machine,
+N = m*g ranks; only traffic between machines counts (ranks on one machine talk over
+loopback). For a variable of w bytes with R rows of r bytes, i bytes per index:
+
+* AllReduce, dense gradient (Horovod's ring over all N ranks, each machine's ranks adjacent
+  in the ring): 2(N-1) ring steps, each moving w/N over the one link that leaves a machine:
+  send = recv = 2 w (N-1)/N.
+* AllReduce, sparse gradient (Horovod allgathers an IndexedSlices; ring allgather): each rank
+  contributes its s gradient slices, duplicates included, c = s (r + i) bytes; every chunk
+  but the receiver's own crosses each link: send = recv = (N-1) c.
+* Parameter server, sparse: each rank pulls the u = alpha*R distinct rows it looks up (it
+  sends u indices, gets u rows back) and the host pushes one aggregated gradient of
+  u_g (r + i) bytes, u_g = rows touched by its g ranks together (g pushes of u (r + i)
+  without local aggregation). Partitions are spread evenly, so a machine is a client of
+  remote servers for (m-1)/m of the rows and serves the other m-1 machines for 1/m of them:
+  send = recv = (m-1)/m * (g u (r + i) + pushes).
+* Parameter server, dense (PS mode): pulls of w by each rank, pushes of w per host
+  (per rank without aggregation): send = recv = (m-1)/m * (g w + pushes).
+
+With g = 1 and indices ignored these are the paper's Table 1 factors per direction: dense
+AllReduce 2w(m-1)/m, sparse AllReduce alpha w (m-1), sparse PS 2 alpha w (m-1)/m. Dense PS
+comes out equal to dense AllReduce at g = 1 (the paper's table lists PS at twice AllReduce
+by counting both directions for PS only); with g > 1 PS pays g pulls per machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Sequence, Tuple
+
+import pandas as pd
+
+from ..config import MODES, Config
+from .placement import ALLREDUCE, plan_placement
+from .trace import VariableTrace
+
+PREFERENCE = ("HYBRID", "AR", "PS")  # tie-break: the paper's default first
+
+
+def variable_traffic(v: VariableTrace, placement: str, machines: int, workers: int,
+                     local_aggregation: bool) -> Tuple[float, float]:
+    """(send, recv) bytes per machine per step for one variable, averaged over machines."""
+    m, g = machines, workers
+    if m <= 1 or (v.kind == "unused" and placement == ALLREDUCE):
+        return 0.0, 0.0
+    n = m * g
+    if placement == ALLREDUCE:
+        if v.kind == "sparse":
+            moved = (n - 1) * v.slices_per_step * (v.row_bytes + v.index_bytes)
+        else:
+            moved = 2.0 * v.bytes * (n - 1) / n
+        return moved, moved
+    if v.kind == "sparse":
+        slice_bytes = v.row_bytes + v.index_bytes
+        pulls = g * v.alpha * v.rows * slice_bytes
+        if local_aggregation:
+            pushes = v.alpha_for(g) * v.rows * slice_bytes
+        else:
+            pushes = g * v.alpha * v.rows * slice_bytes
+    else:
+        pulls = g * v.bytes
+        pushes = 0.0 if v.kind == "unused" else (1 if local_aggregation else g) * v.bytes
+    moved = (m - 1) / m * (pulls + pushes)
+    return moved, moved
+
+
+@dataclasses.dataclass(frozen=True)
+class CostEstimate:
+    """Per-variable and total bytes per machine per step for each mode."""
+
+    machines: int
+    workers_per_machine: int
+    local_aggregation: bool
+    per_variable: pd.DataFrame     # name, kind, then <MODE>_send / <MODE>_recv columns
+    totals: Dict[str, Tuple[float, float]]
+    recommended: str
+    reason: str
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.per_variable.copy()
+
+    def totals_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"mode": mode, "send_bytes": s, "recv_bytes": r}
+                             for mode, (s, r) in self.totals.items()]).set_index("mode")
+
+    def __str__(self):
+        lines = [f"bytes per machine per step, {self.machines} machine(s) x "
+                 f"{self.workers_per_machine} rank(s), local aggregation "
+                 f"{'on' if self.local_aggregation else 'off'}:"]
+        for mode, (s, r) in self.totals.items():
+            lines.append(f"  {mode:<6} send {format_bytes(s):>10}  recv {format_bytes(r):>10}")
+        lines.append(f"recommended: {self.recommended} ({self.reason})")
+        return "\n".join(lines)
+
+
+def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_machine: int,
+             config: Config) -> CostEstimate:
+    if machines < 1 or workers_per_machine < 1:
+        raise ValueError(f"machines and workers_per_machine must be >= 1, "
+                         f"got {machines} and {workers_per_machine}")
+    rows = [{"name": v.name, "kind": v.kind} for v in variables]
+    totals = {}
+    for mode in MODES:
+        placements = plan_placement(variables, mode, max(machines, 1), config)
+        send_total = recv_total = 0.0
+        for row, vp in zip(rows, placements):
+            send, recv = variable_traffic(vp.variable, vp.placement, machines,
+                                          workers_per_machine, config.local_aggregation)
+            row[f"{mode}_send"], row[f"{mode}_recv"] = send, recv
+            send_total += send
+            recv_total += recv
+        totals[mode] = (send_total, recv_total)
+    recommended, reason = recommend(variables, totals)
+    return CostEstimate(machines, workers_per_machine, config.local_aggregation,
+                        pd.DataFrame(rows), totals, recommended, reason)
+
+
+def recommend(variables: Sequence[VariableTrace], totals) -> Tuple[str, str]:
+    """The mode moving the fewest bytes (the larger direction counts); ties go to HYBRID,
+    which itself falls back to AR without sparse and to PS without dense variables."""
+    from .placement import effective_mode
+
+    best = min(PREFERENCE, key=lambda mode: (max(totals[mode]), PREFERENCE.index(mode)))
+    mode, fallback = effective_mode(best, variables)
+    moved = max(totals[best])
+    if fallback:
+        return mode, fallback
+    if all(max(t) == moved for t in totals.values()):
+        return mode, "all modes move the same bytes here (one machine); HYBRID is the default"
+    return mode, f"fewest bytes per machine per step ({format_bytes(moved)})"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"

@@ -1,0 +1,135 @@
+"""The analysis report: per-variable facts, placement for a mode, and the cost model."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import pandas as pd
+
+from ..config import Config
+from ..render import render
+from .cost import CostEstimate, estimate, format_bytes
+from .placement import VariablePlacement, effective_mode, plan_placement, server_loads
+from .trace import GradientTrace, VariableTrace
+
+COLUMNS = ("name", "shape", "dtype", "bytes", "kind", "alpha", "placement", "partitions",
+           "servers")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisReport:
+    """What `px.analyze` found, placed for one mode and one number of servers.
+
+    ``replan`` gives the same report for another mode, server count or partition setting
+    without running the program again (the notebook's variables view uses it).
+    """
+
+    program_name: str
+    trace: GradientTrace
+    config: Config
+    servers: int
+    machines: int
+    workers_per_machine: int
+
+    @property
+    def variables(self) -> Tuple[VariableTrace, ...]:
+        return self.trace.variables
+
+    @property
+    def steps(self) -> int:
+        return self.trace.steps
+
+    @property
+    def examples_per_step(self) -> Optional[int]:
+        return self.trace.examples_per_step
+
+    @property
+    def warnings(self) -> Tuple[str, ...]:
+        return self.trace.warnings
+
+    @property
+    def mode(self) -> str:
+        return effective_mode(self.config.mode, self.variables)[0]
+
+    @property
+    def mode_note(self) -> str:
+        return effective_mode(self.config.mode, self.variables)[1]
+
+    @property
+    def placements(self) -> Tuple[VariablePlacement, ...]:
+        return plan_placement(self.variables, self.config.mode, self.servers, self.config)
+
+    @property
+    def sparse_variables(self) -> Tuple[str, ...]:
+        return tuple(v.name for v in self.variables if v.kind == "sparse")
+
+    def server_loads(self):
+        """Bytes held by each parameter server under this placement."""
+        return server_loads(self.placements, self.servers)
+
+    def replan(self, *, mode: Optional[str] = None, servers: Optional[int] = None,
+               partitions=dataclasses.MISSING, machines: Optional[int] = None,
+               workers_per_machine: Optional[int] = None) -> "AnalysisReport":
+        changes = {}
+        if mode is not None:
+            changes["mode"] = mode
+        if partitions is not dataclasses.MISSING:
+            changes["partitions"] = partitions
+        return dataclasses.replace(
+            self, config=self.config.replace(**changes) if changes else self.config,
+            servers=servers or self.servers, machines=machines or self.machines,
+            workers_per_machine=workers_per_machine or self.workers_per_machine)
+
+    def estimate(self, machines: Optional[int] = None,
+                 workers_per_machine: Optional[int] = None) -> CostEstimate:
+        """Bytes per machine per step under HYBRID, PS and AR (see analysis/cost.py)."""
+        return estimate(self.variables, machines or self.machines,
+                        workers_per_machine or self.workers_per_machine, self.config)
+
+    @property
+    def recommended_mode(self) -> str:
+        return self.estimate().recommended
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        for vp in self.placements:
+            v = vp.variable
+            rows.append({
+                "name": v.name, "shape": v.shape, "dtype": v.dtype, "bytes": v.bytes,
+                "kind": v.kind, "alpha": v.alpha, "placement": vp.placement,
+                "partitions": len(vp.partitions) or None,
+                "servers": vp.servers or None,
+            })
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    def _display_rows(self):
+        frame = self.to_frame()
+        frame["bytes"] = frame["bytes"].map(format_bytes)
+        frame["alpha"] = frame["alpha"].map(lambda a: f"{a:.4f}")
+        frame["shape"] = frame["shape"].map(lambda s: "x".join(map(str, s)) or "scalar")
+        for column in ("partitions", "servers"):
+            frame[column] = frame[column].map(_dash_if_empty)
+        return frame
+
+    def _repr_html_(self) -> str:
+        return render("analysis_report.html.j2", report=self, columns=COLUMNS,
+                      rows=self._display_rows().to_dict("records"), estimate=self.estimate())
+
+    def __str__(self) -> str:
+        header = (f"Parallax analysis of {self.program_name}: {self.steps} step(s), "
+                  f"mode {self.mode}" + (f" ({self.mode_note})" if self.mode_note else "")
+                  + f", {self.servers} parameter server(s)")
+        table = self._display_rows().to_string(index=False)
+        parts = [header, table, str(self.estimate())]
+        parts += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(parts)
+
+    __repr__ = __str__
+
+
+def _dash_if_empty(value):
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(int(value))

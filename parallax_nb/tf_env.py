@@ -1,0 +1,54 @@
+"""Importing TensorFlow the way this SDK needs it, and the few private TF/Keras hooks it uses.
+
+`tf.keras` must be Keras 2 (tf_keras): its Embedding gathers through ``sparse_read`` on the
+variable's device, while Keras 3 reads the whole table first. TensorFlow picks the Keras
+version when ``tf.keras`` is first touched, so the environment variable is set before any
+import. Private APIs are kept in this one module and pinned by tests (TensorFlow 2.18.1).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tensorflow():
+    """The tensorflow module, imported lazily: the notebook layer must not pay for it up front."""
+    import tensorflow as tf
+
+    return tf
+
+
+@contextlib.contextmanager
+def fresh_keras_names():
+    """Build a model with the layer names a fresh process would give it.
+
+    Keras numbers layers per session ("embedding", "embedding_1", ...), so a model built a
+    second time in a notebook gets other variable names than in a rank process. Analysis
+    runs model_fn inside this scope so its report names match the ranks'; the notebook's
+    own counters are restored afterwards.
+    """
+    from tf_keras.src import backend
+
+    saved_uids = dict(backend.PER_GRAPH_OBJECT_NAME_UIDS)
+    saved_observed = set(backend.OBSERVED_NAMES)
+    backend.reset_uids()
+    try:
+        yield
+    finally:
+        backend.reset_uids()
+        backend.PER_GRAPH_OBJECT_NAME_UIDS.update(saved_uids)
+        backend.OBSERVED_NAMES.update(saved_observed)
+
+
+def trainable_variables(model):
+    """The trainable variables of a tf_keras Model or a tf.Module, in creation order."""
+    tf = tensorflow()
+    from .errors import ProgramError
+
+    if not isinstance(model, tf.Module) and not hasattr(model, "trainable_variables"):
+        raise ProgramError(f"model_fn must return a tf.keras Model or a tf.Module, "
+                           f"got {type(model).__name__}")
+    return list(model.trainable_variables)

@@ -1,0 +1,140 @@
+"""Small training programs used by the tests (module-level so they pickle cleanly)."""
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+import parallax_nb as px
+import tensorflow as tf
+
+
+# -- a tf_keras Embedding --------------------------------------------------------------------
+def keras_embedding_model(rows=50, dim=4, length=3):
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(length,), dtype="int64"),
+        tf.keras.layers.Embedding(rows, dim, embeddings_initializer=tf.keras.initializers
+                                  .RandomUniform(seed=3), name="emb"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=4),
+                              name="out"),
+    ])
+
+
+def regression_loss(model, batch):
+    ids, target = batch
+    return tf.reduce_mean(tf.square(model(ids)[:, 0] - target))
+
+
+def id_batches(shard, num_shards, batch_size=4, rows=50, length=3, examples=64, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, rows, size=(examples, length))
+    target = rng.normal(size=examples).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((ids[shard::num_shards], target[shard::num_shards])
+                                              ).batch(batch_size, drop_remainder=True)
+
+
+def sgd(learning_rate=0.1):
+    return tf.keras.optimizers.SGD(learning_rate=learning_rate)
+
+
+def adam():
+    return tf.keras.optimizers.Adam(learning_rate=0.01)
+
+
+def adagrad():
+    return tf.keras.optimizers.Adagrad(learning_rate=0.1)
+
+
+def keras_embedding_program(optimizer_fn=sgd, **sizes):
+    return px.Program(functools.partial(keras_embedding_model, **sizes), regression_loss,
+                      functools.partial(id_batches, **sizes), optimizer_fn,
+                      name="keras_embedding")
+
+
+# -- raw tf.Variables in a tf.Module ---------------------------------------------------------
+class GatherModel(tf.Module):
+    """A table read with tf.gather and a second one with tf.nn.embedding_lookup."""
+
+    def __init__(self, rows=40, dim=3):
+        super().__init__()
+        init = tf.random.stateless_normal
+        self.gathered = tf.Variable(init([rows, dim], seed=[1, 2]), name="gathered")
+        self.looked_up = tf.Variable(init([rows, dim], seed=[3, 4]), name="looked_up")
+        self.weights = tf.Variable(init([dim, 1], seed=[5, 6]), name="weights")
+
+    def __call__(self, ids):
+        rows = tf.gather(self.gathered, ids) + tf.nn.embedding_lookup(self.looked_up, ids)
+        return tf.matmul(tf.reduce_sum(rows, axis=1), self.weights)
+
+
+def gather_program():
+    return px.Program(GatherModel, regression_loss,
+                      functools.partial(id_batches, rows=40), sgd, name="gather")
+
+
+# -- a table used densely (matmul with the whole table) --------------------------------------
+class DenseTableModel(tf.Module):
+    def __init__(self, rows=40, dim=3):
+        super().__init__()
+        self.rows = rows
+        self.table = tf.Variable(tf.random.stateless_normal([rows, dim], seed=[1, 1]),
+                                 name="table")
+
+    def __call__(self, ids):
+        one_hot = tf.one_hot(ids, self.rows)                 # [batch, length, rows]
+        return tf.reduce_sum(tf.matmul(one_hot, self.table), axis=[1, 2])[:, None]
+
+
+def dense_table_program():
+    return px.Program(DenseTableModel, regression_loss,
+                      functools.partial(id_batches, rows=40), sgd, name="dense_table")
+
+
+# -- batches with known indices (hand-computed alpha) ----------------------------------------
+class KnownTableModel(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = tf.Variable(tf.ones([10, 2]), name="table")
+        self.unused = tf.Variable(tf.zeros([2]), name="unused")
+
+    def __call__(self, ids):
+        return tf.reduce_sum(tf.gather(self.table, ids), axis=[1, 2])[:, None]
+
+
+def known_batches(shard, num_shards):
+    # rows touched: step 1 -> {0, 1, 2} of 10, step 2 -> {5} of 10; together {0, 1, 2, 5}
+    ids = [np.array([[0, 1], [1, 2]]), np.array([[5, 5], [5, 5]])]
+    return [(i, np.zeros(2, np.float32)) for i in ids]
+
+
+def known_program():
+    return px.Program(KnownTableModel, regression_loss, known_batches, sgd, name="known")
+
+
+# -- broken programs -------------------------------------------------------------------------
+def raising_model():
+    raise RuntimeError("typo in model_fn")
+
+
+def vector_loss(model, batch):
+    ids, target = batch
+    return tf.square(model(ids)[:, 0] - target)
+
+
+def empty_batches(shard, num_shards):
+    return []
+
+
+class NoVariables(tf.Module):
+    def __call__(self, ids):
+        return tf.cast(tf.reduce_sum(ids, axis=1, keepdims=True), tf.float32)
+
+
+LOCK = threading.Lock()
+
+
+def optimizer_holding_a_lock():
+    with LOCK:
+        return sgd()

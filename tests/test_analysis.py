@@ -1,0 +1,201 @@
+"""Sparse detection, alpha, placement, the cost model, and the errors of `px.analyze`."""
+import functools
+
+import numpy as np
+import pytest
+
+import parallax_nb as px
+import programs
+from parallax_nb.analysis.cost import variable_traffic
+from parallax_nb.analysis.placement import plan_placement, row_splits, server_loads
+from parallax_nb.analysis.trace import VariableTrace
+from parallax_nb.examples import cnn, language_model
+
+
+def kinds(report):
+    return dict(zip(report.to_frame()["name"], report.to_frame()["kind"]))
+
+
+def test_keras_embedding_is_sparse_and_dense_layer_is_dense():
+    report = px.analyze(programs.keras_embedding_program(), steps=2)
+    assert kinds(report) == {"emb/embeddings:0": "sparse", "out/kernel:0": "dense",
+                             "out/bias:0": "dense"}
+    frame = report.to_frame().set_index("name")
+    assert frame.loc["emb/embeddings:0", "placement"] == "ps"
+    assert frame.loc["out/kernel:0", "placement"] == "allreduce"
+    assert frame.loc["emb/embeddings:0", "bytes"] == 50 * 4 * 4
+
+
+def test_gather_and_embedding_lookup_on_raw_variables_are_sparse():
+    report = px.analyze(programs.gather_program(), steps=2)
+    assert kinds(report) == {"gathered:0": "sparse", "looked_up:0": "sparse",
+                             "weights:0": "dense"}
+
+
+def test_sampled_softmax_weights_and_biases_are_sparse():
+    program = language_model.make_program(vocab=2000, dim=8, hidden=8, num_sampled=16,
+                                          examples=256)
+    report = px.analyze(program, steps=2, config=px.Config(batch_size=8))
+    assert kinds(report) == {"embedding/embeddings:0": "sparse", "body/kernel:0": "dense",
+                             "body/bias:0": "dense", "softmax_weights:0": "sparse",
+                             "softmax_biases:0": "sparse"}
+    assert report.mode == "HYBRID"
+
+
+def test_dense_cnn_has_no_sparse_variable_and_recommends_allreduce():
+    report = px.analyze(cnn.make_program(examples=64), steps=1, config=px.Config(batch_size=8),
+                        machines=4, workers_per_machine=2)
+    assert set(report.to_frame()["kind"]) == {"dense"}
+    assert report.recommended_mode == "AR"
+    assert report.mode == "AR" and "no sparse variables" in report.mode_note
+    assert set(report.to_frame()["placement"]) == {"allreduce"}
+
+
+def test_table_used_densely_is_dense():
+    report = px.analyze(programs.dense_table_program(), steps=2)
+    assert kinds(report) == {"table:0": "dense"}
+
+
+def test_alpha_matches_hand_computed_fraction_and_unused_variable_is_reported():
+    report = px.analyze(programs.known_program(), steps=2)
+    table, unused = report.variables
+    assert table.kind == "sparse"
+    assert table.alpha == pytest.approx((3 / 10 + 1 / 10) / 2)
+    assert table.union_alphas == pytest.approx((0.2, 0.4))   # two batches together: {0,1,2,5}
+    assert table.slices_per_step == 4
+    assert unused.kind == "unused"
+    assert any("unused:0 got no gradient" in w for w in report.warnings)
+    assert "warning: unused:0 got no gradient" in str(report)
+
+
+def test_partitions_from_config_int_and_per_variable_dict():
+    program = programs.gather_program()
+    report = px.analyze(program, steps=1, config=px.Config(partitions=3), servers=2)
+    frame = report.to_frame().set_index("name")
+    assert frame.loc["gathered:0", "partitions"] == 3
+    per_variable = report.replan(partitions={"gathered": 4, "looked_up:0": 1})
+    frame = per_variable.to_frame().set_index("name")
+    assert frame.loc["gathered:0", "partitions"] == 4
+    assert frame.loc["looked_up:0", "partitions"] == 1
+    ps_mode = report.replan(mode="PS").to_frame().set_index("name")
+    assert ps_mode.loc["weights:0", "placement"] == "ps"
+    assert ps_mode.loc["weights:0", "partitions"] == 1
+
+
+def test_row_splits_are_even_and_contiguous():
+    assert row_splits(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert row_splits(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
+def _variable(index, rows, row_bytes, kind="sparse", alpha=0.1, slices=0.0, unions=()):
+    return VariableTrace(index, f"v{index}", (rows, row_bytes // 4), "float32", rows * row_bytes,
+                         kind, alpha, slices, unions, 8)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_greedy_placement_is_balanced(seed):
+    rng = np.random.default_rng(seed)
+    variables = [_variable(i, int(rng.integers(10, 5000)), 4 * int(rng.integers(1, 64)))
+                 for i in range(int(rng.integers(1, 8)))]
+    servers = int(rng.integers(1, 6))
+    config = px.Config(partitions=int(rng.integers(1, 7)))
+    placements = plan_placement(variables, "HYBRID", servers, config)
+    loads = server_loads(placements, servers)
+    largest = max(p.bytes for vp in placements for p in vp.partitions)
+    assert sum(loads) == sum(v.bytes for v in variables)
+    assert max(loads) <= np.mean(loads) + largest
+
+
+def test_estimates_equal_hand_computed_values():
+    dense = _variable(0, 25, 40, kind="dense", alpha=1.0)                # w = 1000 bytes
+    sparse = _variable(1, 100, 16, alpha=0.1, slices=15, unions=(0.1, 0.15))
+    # 2 machines x 1 rank: ring allreduce 2w(N-1)/N; PS dense (m-1)/m (g w + w)
+    assert variable_traffic(dense, "allreduce", 2, 1, True) == (1000.0, 1000.0)
+    assert variable_traffic(dense, "ps", 2, 1, True) == (1000.0, 1000.0)
+    # sparse slice = 16 + 8 bytes; AR allgather (N-1) * 15 slices; PS 10 rows pulled + pushed
+    assert variable_traffic(sparse, "allreduce", 2, 1, True) == (360.0, 360.0)
+    assert variable_traffic(sparse, "ps", 2, 1, True) == pytest.approx((240.0, 240.0))
+    # 2 machines x 2 ranks: allgather over N = 4; the host pushes the union of 2 batches
+    assert variable_traffic(sparse, "allreduce", 2, 2, True) == (1080.0, 1080.0)
+    assert variable_traffic(sparse, "ps", 2, 2, True) == pytest.approx((420.0, 420.0))
+    assert variable_traffic(sparse, "ps", 2, 2, False) == pytest.approx((480.0, 480.0))
+    assert variable_traffic(dense, "allreduce", 2, 2, True) == (1500.0, 1500.0)
+    # One machine: nothing crosses the network.
+    assert variable_traffic(sparse, "ps", 1, 4, True) == (0.0, 0.0)
+
+
+def test_estimate_totals_and_recommendation_for_the_language_model():
+    program = language_model.make_program(vocab=5000, dim=8, hidden=8, num_sampled=16,
+                                          examples=512)
+    report = px.analyze(program, steps=3, config=px.Config(batch_size=16))
+    estimate = report.estimate(machines=4, workers_per_machine=2)
+    frame = estimate.to_frame()
+    for mode in ("HYBRID", "PS", "AR"):
+        assert estimate.totals[mode][0] == pytest.approx(frame[f"{mode}_send"].sum())
+    assert estimate.totals["HYBRID"][0] < estimate.totals["AR"][0]
+    assert estimate.recommended == "HYBRID"
+    assert "recommended: HYBRID" in str(estimate)
+
+
+def test_report_renders_html_with_sparse_rows_marked_and_text():
+    report = px.analyze(programs.keras_embedding_program(), steps=1)
+    html = report._repr_html_()
+    assert html.count("background: #fff3cd") == 1 and "emb/embeddings:0" in html
+    assert "Recommended: <b>HYBRID</b>" in html
+    text = str(report)
+    assert "emb/embeddings:0" in text and "sparse" in text and "allreduce" in text
+
+
+def test_names_do_not_drift_when_the_model_is_built_again():
+    import tensorflow as tf
+
+    tf.keras.layers.Dense(1)            # the notebook's own counters move on ...
+    program = cnn.make_program(examples=16)
+    first = px.analyze(program, steps=1, config=px.Config(batch_size=8))
+    second = px.analyze(program, steps=1, config=px.Config(batch_size=8))
+    assert list(first.to_frame()["name"])[:2] == ["conv2d/kernel:0", "conv2d/bias:0"]
+    assert list(first.to_frame()["name"]) == list(second.to_frame()["name"])
+    assert tf.keras.layers.Dense(1).name == "dense_1"   # ... and are left as they were
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def _program(**changes):
+    base = dict(model_fn=programs.keras_embedding_model, loss_fn=programs.regression_loss,
+                dataset_fn=programs.id_batches, optimizer_fn=programs.sgd)
+    base.update(changes)
+    return px.Program(**base)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(model_fn=programs.raising_model), r"model_fn\(\) raised RuntimeError: typo in model_fn"),
+    (dict(loss_fn=programs.vector_loss), r"loss_fn must return a scalar, got shape \(4,\)"),
+    (dict(model_fn=programs.NoVariables), "no trainable variables"),
+    (dict(dataset_fn=programs.empty_batches), r"dataset_fn\(0, 1\) yielded no batches"),
+    (dict(optimizer_fn=programs.optimizer_holding_a_lock), "optimizer_fn cannot be pickled"),
+])
+def test_bad_programs_get_errors_that_name_the_problem(changes, message):
+    with pytest.raises(px.ProgramError, match=message):
+        px.analyze(_program(**changes), steps=1)
+
+
+def test_batch_size_for_a_dataset_without_that_parameter_is_an_error():
+    with pytest.raises(px.ProgramError, match="takes no batch_size argument"):
+        px.analyze(programs.known_program(), steps=1, config=px.Config(batch_size=4))
+
+
+def test_program_fields_must_be_functions_and_config_is_validated():
+    with pytest.raises(px.ProgramError, match="loss_fn must be a function"):
+        px.Program(programs.keras_embedding_model, 3, programs.id_batches, programs.sgd)
+    with pytest.raises(px.ConfigError, match="mode='SYNC' is not one of HYBRID, PS, AR"):
+        px.Config(mode="SYNC")
+    with pytest.raises(px.ConfigError, match="partitions must be a positive integer"):
+        px.Config(partitions=0)
+
+
+def test_cli_analyze_prints_the_report(capsys):
+    from parallax_nb.__main__ import main
+
+    assert main(["analyze", "parallax_nb.examples.cnn:program", "--steps", "1"]) == 0
+    assert "conv2d/kernel:0" in capsys.readouterr().out
+    assert main(["analyze", "no_such_module:program"]) == 2
+    assert "cannot import 'no_such_module'" in capsys.readouterr().err

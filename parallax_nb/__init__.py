@@ -5,11 +5,14 @@ Data flows one way: Program -> analysis -> placement plan -> launch on Dask -> r
 """
 from . import tf_env  # noqa: F401  (must run before TensorFlow is imported)
 from .analysis import AnalysisReport, analyze
+from .cluster import ParallaxCluster, Selection, connect
 from .config import Config
-from .errors import ConfigError, ParallaxError, ProgramError
+from .errors import ConfigError, ParallaxError, ProgramError, RankError, RunStopped
+from .launch import Run, train
 from .program import Program
 
 __version__ = "0.1.0"
 
-__all__ = ["Program", "Config", "analyze", "AnalysisReport", "ParallaxError", "ProgramError",
-           "ConfigError"]
+__all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
+           "Selection", "train", "Run", "ParallaxError", "ProgramError", "ConfigError",
+           "RankError", "RunStopped"]

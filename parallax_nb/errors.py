@@ -11,3 +11,21 @@ class ProgramError(ParallaxError):
 
 class ConfigError(ParallaxError, ValueError):
     """A run option has an invalid value."""
+
+
+class RankError(ParallaxError):
+    """A rank of a run failed: which one, where, and its traceback."""
+
+    def __init__(self, rank: int, host: str, message: str, traceback: str = ""):
+        super().__init__(rank, host, message, traceback)
+        self.rank, self.host, self.message, self.traceback = rank, host, message, traceback
+
+    def __str__(self):
+        text = f"rank {self.rank} on host {self.host} failed: {self.message}"
+        if self.traceback:
+            text += f"\n--- traceback of rank {self.rank} ---\n{self.traceback.rstrip()}"
+        return text
+
+
+class RunStopped(ParallaxError):
+    """The run was stopped before it finished (``run.stop()``)."""

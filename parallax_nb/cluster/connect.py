@@ -1,0 +1,138 @@
+"""Connecting to a Dask cluster: an embedded LocalCluster, a scheduler address, a Client,
+or a cluster object (dask-gateway, dask-cuda, any ``distributed`` deploy cluster)."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import pandas as pd
+
+from ..errors import ParallaxError
+from .devices import Device, devices_from_probes, probe_worker
+from .selection import Selection, Selector, resolve, select
+
+
+class ClusterError(ParallaxError):
+    """The Dask cluster cannot be reached or used."""
+
+
+class ParallaxCluster:
+    """A Dask client plus what the SDK knows about the cluster's machines.
+
+    host_labels: ``{worker address: host label}`` to group workers into machines other than
+    by hostname (e.g. to treat workers on one machine as different hosts in tests).
+    """
+
+    def __init__(self, client, *, owned_cluster=None, host_labels: Optional[Dict[str, str]] = None):
+        self.client = client
+        self._owned_cluster = owned_cluster
+        self.host_labels = dict(host_labels or {})
+        self._devices = None
+
+    # -- what is there ------------------------------------------------------------------------
+    def devices(self, refresh: bool = False):
+        """Every GPU, or CPU slot of workers without GPUs, as `Device` objects."""
+        if self._devices is None or refresh:
+            probes = self.client.run(probe_worker)
+            self._devices = devices_from_probes(probes, self.host_labels)
+        return list(self._devices)
+
+    def inventory(self, refresh: bool = True) -> pd.DataFrame:
+        """Hosts, Dask workers and their devices, one row per device."""
+        rows = [{"host": d.host, "worker": d.worker, "kind": d.kind, "device": d.id,
+                 "name": d.name, "memory_total": d.memory_total, "memory_used": d.memory_used,
+                 "utilization": d.utilization, "key": d.key}
+                for d in self.devices(refresh=refresh)]
+        return pd.DataFrame(rows, columns=["host", "worker", "kind", "device", "name",
+                                           "memory_total", "memory_used", "utilization", "key"])
+
+    def select(self, *, hosts=None, workers=None, count=None, keys=None, kind=None) -> Selection:
+        return select(self.devices(), hosts=hosts, workers=workers, count=count, keys=keys,
+                      kind=kind)
+
+    def resolve(self, selector: Selector) -> Selection:
+        return resolve(self.devices(refresh=True), selector)
+
+    def label_hosts(self, labels: Dict[str, str]) -> None:
+        """Group workers into hosts by label (see the class docstring)."""
+        self.host_labels.update(labels)
+        self._devices = None
+
+    @property
+    def dashboard_link(self) -> Optional[str]:
+        """The Dask dashboard, formatted by ``distributed.dashboard.link`` (JupyterHub-aware)."""
+        try:
+            return self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh missing or disabled)
+            return None
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.client.scheduler.address
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self):
+        """Close the client, and the cluster too when this SDK started it."""
+        self.client.close()
+        if self._owned_cluster is not None:
+            self._owned_cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        devices = self.devices()
+        hosts = sorted({d.host for d in devices})
+        return (f"<ParallaxCluster {self.scheduler_address}: {len(hosts)} host(s), "
+                f"{len({d.worker for d in devices})} worker(s), {len(devices)} device(s)>")
+
+
+def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int = 1,
+            timeout: float = 10.0, host_labels: Optional[Dict[str, str]] = None,
+            simulate_hosts: Optional[int] = None) -> ParallaxCluster:
+    """Connect to a Dask cluster, or start an embedded one.
+
+    address: None starts a LocalCluster of ``local`` worker processes (default 2), each with
+        ``slots_per_worker`` CPU slots (its Dask threads); a string is a scheduler address; a
+        ``distributed.Client`` is used as it is; any object with ``scheduler_address`` (a
+        LocalCluster, dask-gateway or dask-cuda cluster) is connected to.
+    timeout: seconds to wait for a remote scheduler before giving up.
+    simulate_hosts: for the embedded cluster, label its workers as that many hosts
+        ("host0", "host1", ...), so multi-machine behaviour can be tried on one machine.
+    """
+    from distributed import Client, LocalCluster
+
+    if address is None:
+        workers = local or 2
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=slots_per_worker,
+                               processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                               silence_logs=logging.ERROR)
+        client = Client(cluster, timeout=timeout)
+        parallax = ParallaxCluster(client, owned_cluster=cluster, host_labels=host_labels)
+        if simulate_hosts:
+            addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            parallax.label_hosts({a: f"host{i * simulate_hosts // len(addresses)}"
+                                  for i, a in enumerate(addresses)})
+        return parallax
+    if local is not None or simulate_hosts is not None:
+        raise ClusterError("local= and simulate_hosts= only apply to the embedded cluster "
+                           "(address=None)")
+    if isinstance(address, Client):
+        return ParallaxCluster(address, host_labels=host_labels)
+    if isinstance(address, str):
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"could not reach the Dask scheduler at {address} within "
+                               f"{timeout:g} s ({exc}); check the address and that the "
+                               f"scheduler is running") from None
+        return ParallaxCluster(client, host_labels=host_labels)
+    if hasattr(address, "scheduler_address"):
+        return ParallaxCluster(Client(address, timeout=timeout), host_labels=host_labels)
+    raise ClusterError(f"cannot connect to {address!r}: pass None, a scheduler address, a "
+                       f"distributed.Client or a cluster object")
+
+

@@ -1,0 +1,193 @@
+"""A running (or finished) training job, as the client sees it.
+
+Metrics arrive as Dask events on the run's topic; a watcher thread follows the rank tasks:
+the first failure stops every other rank, and when all tasks are over the rendezvous
+server is stopped and the topic unsubscribed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+import pandas as pd
+
+from ..errors import ParallaxError, RankError, RunStopped
+from ..events import DONE, ERROR, INFO, STARTED
+
+STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
+    "stopped"
+METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
+                  "time"]
+
+
+class Run:
+    """Handle of one training job: ``metrics``, ``status``, ``wait()``, ``stop()``,
+    ``result()``, and ``on_metrics(callback)`` for live views."""
+
+    def __init__(self, client, run_id: str, topic: str, stop_event, slots, config,
+                 mode: str, cleanup: Callable[[], None]):
+        self.client = client
+        self.run_id = run_id
+        self.topic = topic
+        self.config = config
+        self.mode = mode
+        self.slots = slots
+        self._stop_event = stop_event
+        self._cleanup = cleanup
+        self._lock = threading.Lock()
+        self._records: List[dict] = []
+        self._callbacks: List[Callable[[List[dict]], None]] = []
+        self._status = STARTING
+        self._done = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.notes: List[str] = []
+        self.pids: Dict[int, int] = {}
+        self.ranks_done: set = set()
+        self._outcomes: Dict[int, dict] = {}
+        self._futures = []
+        self.started_at = time.time()
+        self.finished_at: Optional[float] = None
+        client.subscribe_topic(topic, self._on_event)
+
+    # -- events from the ranks ------------------------------------------------------------------
+    def _on_event(self, event):
+        _, message = event
+        kind = message.get("type")
+        if kind == "steps":
+            records = message["records"]
+            with self._lock:
+                self._records.extend(records)
+                if self._status == STARTING:
+                    self._status = RUNNING
+                callbacks = list(self._callbacks)
+            for callback in callbacks:
+                callback(records)
+        elif kind == STARTED:
+            self.pids[message["rank"]] = message["pid"]
+        elif kind == INFO:
+            if message["message"] not in self.notes:
+                self.notes.append(message["message"])
+        elif kind == DONE:
+            self.ranks_done.add(message["rank"])
+
+    def on_metrics(self, callback: Callable[[List[dict]], None]) -> None:
+        """Call ``callback(records)`` with every new batch of step records (client thread)."""
+        with self._lock:
+            self._callbacks.append(callback)
+            backlog = list(self._records)
+        if backlog:
+            callback(backlog)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per rank and reported step, growing while the run goes on."""
+        with self._lock:
+            records = list(self._records)
+        frame = pd.DataFrame(records)
+        return frame.reindex(columns=METRIC_COLUMNS) if len(frame) else \
+            pd.DataFrame(columns=METRIC_COLUMNS)
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def _watch(self, futures):
+        """Wait for the rank tasks; on the first failure stop the others."""
+        from distributed import as_completed
+
+        self._futures = futures
+        try:
+            for future in as_completed(futures):
+                if future.status == "error":
+                    self._fail(future.exception())
+                elif future.status == "cancelled":
+                    self._fail(ParallaxError("a rank task was cancelled"))
+                else:
+                    outcome = future.result()
+                    self._outcomes[outcome["rank"]] = outcome
+        except Exception as exc:  # the client lost the scheduler, for example
+            self._fail(exc)
+        finally:
+            self._finish()
+
+    def _watch_workers(self, workers):
+        """A Dask worker that leaves the cluster takes its rank with it: fail the run."""
+        while not self._done.wait(1.0):
+            try:
+                alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+            except Exception:
+                continue
+            gone = [s for s in self.slots if s.device.worker not in alive]
+            if gone:
+                slot = gone[0]
+                self._fail(RankError(slot.rank, slot.host, f"Dask worker {slot.device.worker} "
+                                                           f"left the cluster"))
+                return
+
+    def _fail(self, exc: BaseException):
+        with self._lock:
+            first = self.error is None and self._status != STOPPED
+            if first:
+                self.error = exc
+                self._status = FAILED
+        if first:
+            self._stop_event.set()
+
+    def _finish(self):
+        # Step events of the last moments may still be on their way: wait for them briefly.
+        deadline = time.time() + 2.0
+        while (self.error is None and self._status != STOPPED
+               and len(self.ranks_done) < len(self.slots) and time.time() < deadline):
+            time.sleep(0.05)
+        with self._lock:
+            if self._status in (STARTING, RUNNING):
+                self._status = FINISHED
+        self.finished_at = time.time()
+        try:
+            self._cleanup()
+        finally:
+            self._done.set()
+
+    @property
+    def status(self) -> str:
+        with self._lock:
+            return self._status
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> "Run":
+        """Block until the run is over; raise its error if it failed."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} still {self.status} after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every rank; returns once they are all gone (or raises after ``timeout``)."""
+        with self._lock:
+            if self._status in (STARTING, RUNNING):
+                self._status = STOPPED
+        self._stop_event.set()
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id}: ranks still running {timeout} s after stop")
+
+    def result(self, timeout: Optional[float] = None) -> Dict[str, "object"]:
+        """The trained variables of rank 0, ``{name: numpy array}``."""
+        self.wait(timeout)
+        if self.status == STOPPED:
+            raise RunStopped(f"run {self.run_id} was stopped before it finished")
+        return self._outcomes[0]["result"]
+
+    def summary(self) -> dict:
+        """Throughput after warm-up (the first step of each rank is left out)."""
+        frame = self.metrics
+        steady = frame[frame["step"] > 1] if (frame["step"] > 1).any() else frame
+        per_rank = steady.groupby("rank")["examples_per_sec"].median()
+        return {"status": self.status, "mode": self.mode, "ranks": len(self.slots),
+                "steps": int(frame["step"].max()) if len(frame) else 0,
+                "examples_per_sec": float(per_rank.sum()) if len(per_rank) else 0.0,
+                "final_loss": float(frame.sort_values("step")["loss"].iloc[-1])
+                if len(frame) else float("nan")}
+
+    def __repr__(self):
+        return f"<Run {self.run_id} {self.mode} {len(self.slots)} rank(s): {self.status}>"

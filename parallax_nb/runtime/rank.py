@@ -1,0 +1,80 @@
+"""Entry point of a rank process: ``python -m parallax_nb.runtime.rank SPEC EVENTS_FD``.
+
+Started by the rank's supervisor task in a Dask worker, with Horovod's environment set.
+Reports through the events pipe; leaves rank 0's weights in the spec's result file.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+
+from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
+from ..events import DONE, ERROR, STARTED, EventWriter
+
+
+def exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """Die when the supervising Dask worker dies, so no rank outlives its cluster."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parallax-parent-watch").start()
+
+
+def configure_threads(local_size: int) -> None:
+    """Share this machine's cores among its ranks (before TensorFlow starts its pools)."""
+    tf = tf_env.tensorflow()
+    per_rank = max(1, (os.cpu_count() or 1) // max(local_size, 1))
+    tf.config.threading.set_intra_op_parallelism_threads(per_rank)
+    tf.config.threading.set_inter_op_parallelism_threads(max(2, per_rank))
+
+
+def write_atomically(path: str, obj) -> None:
+    partial = f"{path}.partial"
+    with open(partial, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(partial, path)
+
+
+def main(argv) -> int:
+    spec_path, events_fd = argv[1], int(argv[2])
+    events = EventWriter(events_fd)
+    exit_with_parent()
+    with open(spec_path, "rb") as f:
+        spec = pickle.load(f)
+    events.send(STARTED, rank=spec.rank, host=spec.host, pid=os.getpid())
+    try:
+        import cloudpickle
+
+        configure_threads(spec.local_size)
+        import horovod.tensorflow as hvd
+
+        hvd.init()
+        if (hvd.rank(), hvd.size()) != (spec.rank, spec.size):
+            raise RuntimeError(f"Horovod placed this process as rank {hvd.rank()} of "
+                               f"{hvd.size()}, expected {spec.rank} of {spec.size}")
+        from .trainer import Trainer
+
+        program = cloudpickle.loads(spec.program)
+        weights = Trainer(spec, program, hvd, events).run()
+        if spec.result_file:
+            write_atomically(spec.result_file, weights)
+        events.send(DONE, rank=spec.rank)
+        hvd.shutdown()
+        return 0
+    except BaseException as exc:  # report everything, including KeyboardInterrupt/SystemExit
+        events.send(ERROR, rank=spec.rank, host=spec.host,
+                    message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

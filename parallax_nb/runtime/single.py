@@ -1,0 +1,38 @@
+"""The plain single-device training loop: no SDK in the way.
+
+It is the reference the distributed runs are checked against (a run of N ranks with batch b
+must equal this loop with batch N*b over the same examples) and the baseline of the
+benchmarks. Deliberately minimal: tape, gradients, apply.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+
+from ..program import Program
+from ..tf_env import tensorflow, trainable_variables
+from .data import endless_batches, named_weights
+
+
+def train_single_device(program: Program, steps: int, batch_size: Optional[int] = None,
+                        on_step=None):
+    """Train ``steps`` steps on shard 0 of 1; return (weights dict, losses list)."""
+    tf = tensorflow()
+    model = program.model()
+    optimizer = program.optimizer()
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = program.loss_fn(model, batch)
+        variables = trainable_variables(model)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return loss
+
+    losses = []
+    for batch in itertools.islice(endless_batches(program, 0, 1, batch_size), steps):
+        losses.append(float(step(batch)))
+        if on_step is not None:
+            on_step(len(losses), losses[-1], batch)
+    return named_weights(model.variables), losses

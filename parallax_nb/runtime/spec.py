@@ -1,0 +1,26 @@
+"""Everything a rank process needs to know, written to a file by its supervisor."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+from ..config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSpec:
+    run_id: str
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    host: str
+    device_kind: str                 # "GPU" or "CPU"
+    program: bytes                   # cloudpickled parallax_nb.Program
+    config: Config
+    mode: str                        # the effective mode (after HYBRID fallbacks)
+    environment: Dict[str, str]      # Horovod's variables and CUDA_VISIBLE_DEVICES
+    topic: str                       # Dask event topic of the run
+    stop_event: str                  # name of the Dask Event that stops the run
+    sparse_variables: Tuple[int, ...] = ()   # creation indices of the sparse variables
+    result_file: Optional[str] = None        # where rank 0 leaves the trained weights

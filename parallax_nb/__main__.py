@@ -1,13 +1,14 @@
 """Command line: the same jobs as the notebook, outside Jupyter.
 
     python -m parallax_nb analyze parallax_nb.examples.language_model:program --steps 5
+    python -m parallax_nb train parallax_nb.examples.language_model:program --mode AR --steps 50
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .config import Config
+from .config import MODES, Config
 from .errors import ParallaxError
 
 
@@ -17,34 +18,80 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="sparse-variable analysis of a program")
-    analyze.add_argument("program", help="module:attribute naming a parallax_nb.Program")
+    train = commands.add_parser("train", help="train a program on a Dask cluster")
+    for sub in (analyze, train):
+        sub.add_argument("program", help="module:attribute naming a parallax_nb.Program")
+        sub.add_argument("--mode", default="HYBRID", type=str.upper, choices=MODES)
+        sub.add_argument("--batch-size", type=int, default=None)
+        sub.add_argument("--partitions", type=int, default=None)
+        sub.add_argument("--servers", type=int, default=None)
     analyze.add_argument("--steps", type=int, default=5)
-    analyze.add_argument("--mode", default="HYBRID", choices=["HYBRID", "PS", "AR"])
-    analyze.add_argument("--batch-size", type=int, default=None)
-    analyze.add_argument("--partitions", type=int, default=None)
-    analyze.add_argument("--servers", type=int, default=None)
     analyze.add_argument("--machines", type=int, default=1)
     analyze.add_argument("--workers-per-machine", type=int, default=1)
+
+    train.add_argument("--steps", type=int, default=100)
+    where = train.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    where.add_argument("--local", type=int, default=2,
+                       help="workers of the embedded LocalCluster (default 2)")
+    train.add_argument("--slots-per-worker", type=int, default=1)
+    train.add_argument("--ranks", type=int, default=None, help="ranks (default: every device)")
+    train.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
     return parser
+
+
+def _config(args, **extra) -> Config:
+    return Config(mode=args.mode, batch_size=args.batch_size, partitions=args.partitions,
+                  servers=args.servers, **extra)
 
 
 def run_analyze(args) -> int:
     from .analysis import analyze
     from .program import load_program
 
-    config = Config(mode=args.mode, batch_size=args.batch_size, partitions=args.partitions,
-                    servers=args.servers)
-    report = analyze(load_program(args.program), steps=args.steps, config=config,
+    report = analyze(load_program(args.program), steps=args.steps, config=_config(args),
                      machines=args.machines, workers_per_machine=args.workers_per_machine)
     print(report)
     return 0
 
 
+def run_train(args) -> int:
+    from tqdm import tqdm
+
+    from .cluster import connect
+    from .launch import train
+    from .program import load_program
+
+    program = load_program(args.program)
+    config = _config(args, steps=args.steps)
+    if args.scheduler:
+        cluster = connect(args.scheduler)
+    else:
+        cluster = connect(local=args.local, slots_per_worker=args.slots_per_worker)
+    try:
+        run = train(program, cluster=cluster, select=args.ranks, config=config)
+        print(run.analysis)
+        with tqdm(total=config.steps, desc=f"{run.mode} x{len(run.slots)}", unit="step",
+                  file=sys.stderr) as bar:
+            run.on_metrics(lambda records: bar.update(
+                config.log_every * sum(r["rank"] == 0 for r in records)))
+            try:
+                run.wait(args.timeout)
+            except TimeoutError:
+                run.stop()
+                raise
+            finally:
+                print(run.report())
+        return 0
+    finally:
+        cluster.close()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"analyze": run_analyze}[args.command](args)
-    except ParallaxError as exc:
+        return {"analyze": run_analyze, "train": run_train}[args.command](args)
+    except (ParallaxError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -138,3 +138,29 @@ LOCK = threading.Lock()
 def optimizer_holding_a_lock():
     with LOCK:
         return sgd()
+
+
+# -- programs that fail inside a rank ----------------------------------------------------------
+def failing_model():
+    import os
+
+    if os.environ.get("HOROVOD_RANK") == "1":
+        raise ValueError("model_fn broke on rank 1")
+    return keras_embedding_model()
+
+
+def failing_program():
+    return px.Program(failing_model, regression_loss, id_batches, sgd, name="failing")
+
+
+def crashing_loss(model, batch):
+    import os
+    import signal
+
+    if os.environ.get("HOROVOD_RANK") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return regression_loss(model, batch)
+
+
+def crashing_program():
+    return px.Program(keras_embedding_model, crashing_loss, id_batches, sgd, name="crashing")

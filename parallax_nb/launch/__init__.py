@@ -51,7 +51,7 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
         rendezvous.stop()
         cluster.client.unsubscribe_topic(topic)
 
-    run = Run(cluster.client, run_id, topic, stop_event, slots, config, mode, cleanup)
+    run = Run(cluster.client, run_id, topic, stop_event, slots, config, mode, report, cleanup)
     specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
                       local_size=s.local_size, host=s.host, device_kind=s.device.kind,
                       program=payload, config=config, mode=mode,

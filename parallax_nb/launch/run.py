@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 import pandas as pd
 
 from ..errors import ParallaxError, RankError, RunStopped
-from ..events import DONE, ERROR, INFO, STARTED
+from ..events import DONE, INFO, STARTED, TOPOLOGY
 
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
     "stopped"
@@ -26,8 +26,9 @@ class Run:
     ``result()``, and ``on_metrics(callback)`` for live views."""
 
     def __init__(self, client, run_id: str, topic: str, stop_event, slots, config,
-                 mode: str, cleanup: Callable[[], None]):
+                 mode: str, analysis, cleanup: Callable[[], None]):
         self.client = client
+        self.analysis = analysis
         self.run_id = run_id
         self.topic = topic
         self.config = config
@@ -43,6 +44,7 @@ class Run:
         self.error: Optional[BaseException] = None
         self.notes: List[str] = []
         self.pids: Dict[int, int] = {}
+        self.topology: Dict[int, dict] = {}
         self.ranks_done: set = set()
         self._outcomes: Dict[int, dict] = {}
         self._futures = []
@@ -65,6 +67,8 @@ class Run:
                 callback(records)
         elif kind == STARTED:
             self.pids[message["rank"]] = message["pid"]
+        elif kind == TOPOLOGY:
+            self.topology[message["rank"]] = message
         elif kind == INFO:
             if message["message"] not in self.notes:
                 self.notes.append(message["message"])
@@ -178,16 +182,11 @@ class Run:
             raise RunStopped(f"run {self.run_id} was stopped before it finished")
         return self._outcomes[0]["result"]
 
-    def summary(self) -> dict:
-        """Throughput after warm-up (the first step of each rank is left out)."""
-        frame = self.metrics
-        steady = frame[frame["step"] > 1] if (frame["step"] > 1).any() else frame
-        per_rank = steady.groupby("rank")["examples_per_sec"].median()
-        return {"status": self.status, "mode": self.mode, "ranks": len(self.slots),
-                "steps": int(frame["step"].max()) if len(frame) else 0,
-                "examples_per_sec": float(per_rank.sum()) if len(per_rank) else 0.0,
-                "final_loss": float(frame.sort_values("step")["loss"].iloc[-1])
-                if len(frame) else float("nan")}
+    def report(self):
+        """Throughput, loss, placement: a RunReport (text in a terminal, HTML in Jupyter)."""
+        from .report import build_report
+
+        return build_report(self)
 
     def __repr__(self):
         return f"<Run {self.run_id} {self.mode} {len(self.slots)} rank(s): {self.status}>"

@@ -13,7 +13,7 @@ import time
 import traceback
 
 from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
-from ..events import DONE, ERROR, STARTED, EventWriter
+from ..events import DONE, ERROR, STARTED, TOPOLOGY, EventWriter
 
 
 def exit_with_parent(poll_seconds: float = 1.0) -> None:
@@ -61,6 +61,10 @@ def main(argv) -> int:
         if (hvd.rank(), hvd.size()) != (spec.rank, spec.size):
             raise RuntimeError(f"Horovod placed this process as rank {hvd.rank()} of "
                                f"{hvd.size()}, expected {spec.rank} of {spec.size}")
+        events.send(TOPOLOGY, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                    local_size=hvd.local_size(), cross_rank=hvd.cross_rank(),
+                    cross_size=hvd.cross_size(), host=spec.host,
+                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
         from .trainer import Trainer
 
         program = cloudpickle.loads(spec.program)

@@ -1,0 +1,68 @@
+"""The summary of a finished run: throughput, loss, where it ran and where variables lived."""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+import pandas as pd
+
+from ..render import render
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    status: str
+    mode: str
+    notes: tuple
+    ranks_per_host: dict
+    steps: int
+    seconds: Optional[float]
+    examples_per_sec: float          # sum over ranks of each rank's median after warm-up
+    per_rank: pd.DataFrame           # rank, host, examples_per_sec, step_time (medians)
+    final_loss: float
+    placements: pd.DataFrame         # the analysis report's table for the run's mode
+    error: Optional[str] = None
+
+    def __str__(self):
+        hosts = ", ".join(f"{h}: {n}" for h, n in self.ranks_per_host.items())
+        lines = [f"Run {self.run_id}: {self.status}, mode {self.mode}, "
+                 f"{sum(self.ranks_per_host.values())} rank(s) ({hosts})"]
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.steps:
+            lines.append(f"  {self.steps} steps in {self.seconds or 0:.1f} s; "
+                         f"{self.examples_per_sec:,.0f} examples/s in total (median per rank "
+                         f"after the first step); final loss {self.final_loss:.4f}")
+            lines.append(self.per_rank.to_string(index=False))
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        lines.append("variables:")
+        lines.append(self.placements.to_string(index=False))
+        return "\n".join(lines)
+
+    def _repr_html_(self):
+        return render("run_report.html.j2", report=self,
+                      per_rank=self.per_rank.to_dict("records"),
+                      placements=self.placements.to_dict("records"),
+                      placement_columns=list(self.placements.columns))
+
+
+def build_report(run) -> RunReport:
+    frame = run.metrics
+    steady = frame[frame["step"] > 1] if (frame["step"] > 1).any() else frame
+    per_rank = (steady.groupby(["rank", "host"])[["examples_per_sec", "step_time"]].median()
+                .reset_index())
+    ranks_per_host: dict = {}
+    for slot in run.slots:
+        ranks_per_host[slot.host] = ranks_per_host.get(slot.host, 0) + 1
+    last = frame.sort_values(["step", "rank"]).iloc[-1] if len(frame) else None
+    seconds = (run.finished_at - run.started_at) if run.finished_at else None
+    placements = run.analysis.replan(mode=run.mode).to_frame()[
+        ["name", "kind", "placement", "partitions", "servers"]]
+    return RunReport(run.run_id, run.status, run.mode, tuple(run.notes), ranks_per_host,
+                     int(frame["step"].max()) if len(frame) else 0, seconds,
+                     float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
+                     per_rank, float(last["loss"]) if last is not None else float("nan"),
+                     placements, str(run.error) if run.error else None)
+
+

@@ -1,0 +1,156 @@
+"""Horovod ranks on a real LocalCluster (separate processes): AR training, failures, stop."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import parallax_nb as px
+import programs
+from cluster_tools import rank_processes, wait_for, wait_until_gone
+from parallax_nb.cluster import ClusterError, SelectionError
+from parallax_nb.runtime.single import train_single_device
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with px.connect(local=2, slots_per_worker=2) as cluster:
+        yield cluster
+    assert wait_until_gone([p.pid for p in rank_processes()]) == []
+
+
+def relative_error(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+@pytest.mark.parametrize("optimizer_fn", [programs.sgd, programs.adam], ids=["sgd", "adam"])
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(cluster, optimizer_fn):
+    program = programs.keras_embedding_program(optimizer_fn=optimizer_fn)
+    run = px.train(program, cluster=cluster, select=2,
+                   config=px.Config(mode="AR", steps=6, batch_size=4))
+    trained = run.result(timeout=120)
+    reference, losses = train_single_device(program, steps=6, batch_size=8)
+    assert list(trained) == list(reference)
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-5, name
+    # and training did move the weights
+    initial = program.model().get_weights()
+    assert relative_error(reference["out/kernel:0"], initial[1]) > 1e-3
+    assert len(run.metrics) == 12 and set(run.metrics["rank"]) == {0, 1}
+    assert run.status == "finished"
+
+
+def test_a_rank_exception_names_rank_and_traceback_and_leaves_nothing_running(cluster):
+    run = px.train(programs.failing_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="AR", steps=5, batch_size=4))
+    with pytest.raises(px.RankError) as caught:
+        run.wait(timeout=120)
+    error = caught.value
+    assert error.rank == 1 and error.host == run.slots[1].host
+    assert "ValueError: model_fn broke on rank 1" in str(error)
+    assert "Traceback" in error.traceback and "failing_model" in error.traceback
+    assert run.status == "failed"
+    assert wait_until_gone(list(run.pids.values())) == []
+    assert rank_processes() == []
+    # the same cluster runs the next job
+    again = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                     config=px.Config(mode="AR", steps=2, batch_size=4))
+    assert again.wait(timeout=120).status == "finished"
+
+
+def test_a_crashing_rank_is_reported_with_its_exit_code(cluster):
+    run = px.train(programs.crashing_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="AR", steps=5, batch_size=4))
+    with pytest.raises(px.RankError, match=r"rank 0 .* exited with code -9"):
+        run.wait(timeout=120)
+    assert wait_until_gone(list(run.pids.values())) == []
+
+
+def test_stop_mid_run_ends_every_rank_within_ten_seconds(cluster):
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="AR", steps=1_000_000, batch_size=4))
+    assert wait_for(lambda: len(run.metrics) > 10, timeout=120)
+    pids = list(run.pids.values())
+    started = time.time()
+    run.stop(timeout=10)
+    assert time.time() - started < 10
+    assert run.status == "stopped"
+    assert wait_until_gone(pids, timeout=1) == []
+    with pytest.raises(px.RunStopped):
+        run.result()
+
+
+def test_metrics_stream_to_callbacks_while_the_run_goes_on(cluster):
+    seen = []
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="AR", steps=30, batch_size=4))
+    run.on_metrics(seen.extend)
+    run.wait(timeout=120)
+    assert sorted((r["rank"], r["step"]) for r in seen) == \
+        [(rank, step) for rank in (0, 1) for step in range(1, 31)]
+    assert all(r["examples"] == 4 and r["examples_per_sec"] > 0 for r in seen)
+    report = run.report()
+    assert report.steps == 30 and report.examples_per_sec > 0
+    assert "30 steps" in str(report) and "examples/s" in report._repr_html_()
+
+
+def test_ranks_get_horovod_topology_of_their_hosts():
+    with px.connect(local=2, simulate_hosts=2) as two_hosts:
+        assert sorted(two_hosts.inventory()["host"]) == ["host0", "host1"]
+        run = px.train(programs.keras_embedding_program(), cluster=two_hosts, select=2,
+                       config=px.Config(mode="AR", steps=2, batch_size=4))
+        run.wait(timeout=120)
+    topology = {r: (t["host"], t["local_rank"], t["local_size"], t["cross_rank"],
+                    t["cross_size"], t["cuda_visible_devices"]) for r, t in run.topology.items()}
+    assert topology == {0: ("host0", 0, 1, 0, 2, ""), 1: ("host1", 0, 1, 1, 2, "")}
+
+
+# -- bad input: clear errors, nothing started --------------------------------------------------
+def test_nothing_selected_and_more_ranks_than_devices(cluster):
+    with pytest.raises(SelectionError, match="nothing selected"):
+        px.train(programs.keras_embedding_program(), cluster=cluster, select=[])
+    with pytest.raises(SelectionError, match="asked for 9 ranks but only 4 CPU device"):
+        px.train(programs.keras_embedding_program(), cluster=cluster, select=9)
+    assert rank_processes() == []
+
+
+def test_unpicklable_program_is_refused_before_anything_starts(cluster):
+    program = px.Program(programs.keras_embedding_model, programs.regression_loss,
+                         programs.id_batches, programs.optimizer_holding_a_lock)
+    with pytest.raises(px.ProgramError, match="optimizer_fn cannot be pickled"):
+        px.train(program, cluster=cluster, select=2, config=px.Config(mode="AR"))
+    assert not any(cluster.client.processing().values())
+    assert rank_processes() == []
+
+
+def test_unreachable_scheduler_fails_within_the_timeout_naming_the_address():
+    started = time.time()
+    with pytest.raises(ClusterError, match=r"tcp://127\.0\.0\.1:9 within 2 s"):
+        px.connect("tcp://127.0.0.1:9", timeout=2)
+    assert time.time() - started < 10
+
+
+def test_connect_to_an_existing_scheduler_by_address_and_by_client(cluster):
+    by_address = px.connect(cluster.scheduler_address)
+    try:
+        assert len(by_address.inventory()) == 4
+    finally:
+        by_address.close()
+    assert px.connect(cluster.client).client is cluster.client
+
+
+def test_command_line_trains_on_the_embedded_cluster():
+    result = subprocess.run(
+        [sys.executable, "-m", "parallax_nb", "train", "parallax_nb.examples.cnn:program",
+         "--mode", "AR", "--steps", "4", "--batch-size", "8", "--local", "2"],
+        capture_output=True, text=True, timeout=240,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished, mode AR, 2 rank(s)" in result.stdout
+    assert "4 steps in" in result.stdout
+    assert rank_processes() == []

@@ -29,3 +29,19 @@ class RankError(ParallaxError):
 
 class RunStopped(ParallaxError):
     """The run was stopped before it finished (``run.stop()``)."""
+
+
+class ServerError(ParallaxError):
+    """A parameter-server process of a run died or could not start."""
+
+    def __init__(self, task: int, host: str, address: str, message: str, traceback: str = ""):
+        super().__init__(task, host, address, message, traceback)
+        self.task, self.host, self.address = task, host, address
+        self.message, self.traceback = message, traceback
+
+    def __str__(self):
+        text = (f"parameter server {self.task} ({self.address}) on host {self.host} failed: "
+                f"{self.message}")
+        if self.traceback:
+            text += f"\n--- output of parameter server {self.task} ---\n{self.traceback.rstrip()}"
+        return text

@@ -1,4 +1,4 @@
-"""Launching a program on the Dask cluster: ranks, rendezvous, supervision, the Run handle."""
+"""Launching a program on the Dask cluster: servers, ranks, rendezvous, the Run handle."""
 from __future__ import annotations
 
 import threading
@@ -6,12 +6,12 @@ import uuid
 from typing import Optional
 
 from ..config import Config
-from ..errors import ParallaxError
 from ..events import topic_of
 from ..program import Program
 from ..runtime.spec import RankSpec
 from .rendezvous import Rendezvous, assign_ranks
 from .run import Run
+from .servers import start_servers
 from .supervisor import run_rank
 
 
@@ -34,39 +34,43 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     cluster = cluster or connect()
     selection = cluster.resolve(select)
     slots = assign_ranks(selection)
-    if report is None:
-        report = analyze(program, steps=2, config=config, servers=len(selection.hosts),
-                         machines=len(selection.hosts),
-                         workers_per_machine=max(len(d) for d in selection.by_host().values()))
-    mode = report.replan(mode=config.mode).mode
-    if mode != "AR":
-        raise ParallaxError(f"mode {mode} needs parameter servers, which this version does not "
-                            f"run yet: use Config(mode='AR')")
+    hosts = len(selection.hosts)
+    servers = config.servers or hosts
+    ranks_per_host = max(len(d) for d in selection.by_host().values())
+    report = (report or analyze(program, steps=2, config=config)).replan(
+        mode=config.mode, servers=servers, machines=hosts, workers_per_machine=ranks_per_host)
+    mode = report.mode
+    if mode == "AR":
+        servers = 0
     run_id = uuid.uuid4().hex[:10]
-    topic = topic_of(run_id)
     stop_event = Event(f"parallax-stop-{run_id}", client=cluster.client)
-    rendezvous = Rendezvous(slots, cluster.scheduler_address)
-
-    def cleanup():
-        rendezvous.stop()
-        cluster.client.unsubscribe_topic(topic)
-
-    run = Run(cluster.client, run_id, topic, stop_event, slots, config, mode, report, cleanup)
-    specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
-                      local_size=s.local_size, host=s.host, device_kind=s.device.kind,
-                      program=payload, config=config, mode=mode,
-                      environment=s.horovod_environment(rendezvous.address, rendezvous.port),
-                      topic=topic, stop_event=stop_event.name,
-                      sparse_variables=tuple(v.index for v in report.variables
-                                             if v.kind == "sparse"))
-             for s in slots]
-    futures = [cluster.client.submit(run_rank, spec, workers=[spec_slot.device.worker],
-                                     allow_other_workers=False, pure=False, retries=0,
-                                     key=f"parallax-rank-{run_id}-{spec.rank}")
-               for spec, spec_slot in zip(specs, slots)]
-    threading.Thread(target=run._watch, args=(futures,), daemon=True,
+    run = Run(cluster.client, run_id, topic_of(run_id), stop_event, slots, config, mode,
+              report)
+    rendezvous = None
+    try:
+        addresses, server_futures = (start_servers(cluster.client, run, selection, servers,
+                                                   config.start_timeout)
+                                     if servers else ((), []))
+        rendezvous = Rendezvous(slots, cluster.scheduler_address)
+        run.add_cleanup(rendezvous.stop)
+        specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
+                          local_size=s.local_size, host=s.host, device_kind=s.device.kind,
+                          program=payload, config=config, mode=mode,
+                          environment=s.horovod_environment(rendezvous.address, rendezvous.port),
+                          topic=run.topic, stop_event=stop_event.name, servers=addresses,
+                          placements=report.placements)
+                 for s in slots]
+        rank_futures = [cluster.client.submit(run_rank, spec, workers=[slot.device.worker],
+                                              allow_other_workers=False, pure=False, retries=0,
+                                              key=f"parallax-rank-{run_id}-{spec.rank}")
+                        for spec, slot in zip(specs, slots)]
+    except BaseException:
+        stop_event.set()
+        run.abort()
+        raise
+    threading.Thread(target=run._watch, args=(rank_futures, server_futures), daemon=True,
                      name=f"parallax-watch-{run_id}").start()
-    threading.Thread(target=run._watch_workers, args=(selection.workers,), daemon=True,
+    threading.Thread(target=run._watch_workers, daemon=True,
                      name=f"parallax-workers-{run_id}").start()
     return run
 

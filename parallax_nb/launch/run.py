@@ -26,7 +26,7 @@ class Run:
     ``result()``, and ``on_metrics(callback)`` for live views."""
 
     def __init__(self, client, run_id: str, topic: str, stop_event, slots, config,
-                 mode: str, analysis, cleanup: Callable[[], None]):
+                 mode: str, analysis):
         self.client = client
         self.analysis = analysis
         self.run_id = run_id
@@ -35,7 +35,7 @@ class Run:
         self.mode = mode
         self.slots = slots
         self._stop_event = stop_event
-        self._cleanup = cleanup
+        self._cleanups: List[Callable[[], None]] = [lambda: client.unsubscribe_topic(topic)]
         self._lock = threading.Lock()
         self._records: List[dict] = []
         self._callbacks: List[Callable[[List[dict]], None]] = []
@@ -45,6 +45,7 @@ class Run:
         self.notes: List[str] = []
         self.pids: Dict[int, int] = {}
         self.topology: Dict[int, dict] = {}
+        self.servers_started: Dict[int, dict] = {}
         self.ranks_done: set = set()
         self._outcomes: Dict[int, dict] = {}
         self._futures = []
@@ -65,6 +66,8 @@ class Run:
                 callbacks = list(self._callbacks)
             for callback in callbacks:
                 callback(records)
+        elif kind == STARTED and "server" in message:
+            self.servers_started[message["server"]] = message
         elif kind == STARTED:
             self.pids[message["rank"]] = message["pid"]
         elif kind == TOPOLOGY:
@@ -93,26 +96,43 @@ class Run:
             pd.DataFrame(columns=METRIC_COLUMNS)
 
     # -- lifetime -------------------------------------------------------------------------------
-    def _watch(self, futures):
-        """Wait for the rank tasks; on the first failure stop the others."""
+    @property
+    def stop_event_name(self) -> str:
+        return self._stop_event.name
+
+    def add_cleanup(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def _watch(self, rank_futures, server_futures):
+        """Follow the tasks: the first failure stops everything; when every rank has
+        finished, the servers are told to stop too."""
         from distributed import as_completed
 
-        self._futures = futures
+        ranks_left = len(rank_futures)
         try:
-            for future in as_completed(futures):
+            for future in as_completed(list(rank_futures) + list(server_futures)):
+                is_rank = future in rank_futures
                 if future.status == "error":
                     self._fail(future.exception())
                 elif future.status == "cancelled":
-                    self._fail(ParallaxError("a rank task was cancelled"))
-                else:
+                    self._fail(ParallaxError(f"task {future.key} was cancelled"))
+                elif is_rank:
                     outcome = future.result()
                     self._outcomes[outcome["rank"]] = outcome
+                if is_rank:
+                    ranks_left -= 1
+                    if ranks_left == 0:
+                        self._stop_event.set()   # the servers' work is done
         except Exception as exc:  # the client lost the scheduler, for example
             self._fail(exc)
         finally:
             self._finish()
 
-    def _watch_workers(self, workers):
+    def abort(self):
+        """Undo a launch that failed half way (the caller sets the stop event)."""
+        self._finish()
+
+    def _watch_workers(self):
         """A Dask worker that leaves the cluster takes its rank with it: fail the run."""
         while not self._done.wait(1.0):
             try:
@@ -146,7 +166,8 @@ class Run:
                 self._status = FINISHED
         self.finished_at = time.time()
         try:
-            self._cleanup()
+            for cleanup in self._cleanups:
+                cleanup()
         finally:
             self._done.set()
 

@@ -1,24 +1,28 @@
-"""The task a Dask worker runs for one rank: start the rank's process and look after it.
+"""The tasks a Dask worker runs for a rank or a parameter server: start its process and look
+after it.
 
-The rank is a separate OS process (TensorFlow and Horovod keep global state, and a crash
-must not take the worker down). The supervisor forwards the rank's events, stops it when
-the run's stop event is set, and turns a failure into a `RankError` naming rank and host.
+Each rank and each server is a separate OS process (TensorFlow and Horovod keep global
+state, and a crash must not take the worker down). The supervisor forwards the process's
+events, stops it when the run's stop event is set, and turns an unexpected exit into an
+error that names the rank (or server) and host.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from urllib.parse import urlparse
 
-from ..errors import RankError
+from ..errors import RankError, ServerError
 from ..events import EventForwarder
-from ..runtime.spec import RankSpec
+from ..runtime.spec import RankSpec, ServerSpec
 from .rendezvous import interface_of
 
 GRACE_SECONDS = 3.0
@@ -27,25 +31,52 @@ LOG_TAIL_BYTES = 4000
 
 def run_rank(spec: RankSpec) -> dict:
     """Run one rank to its end; return its outcome (rank 0's includes the trained weights)."""
+
+    def failure(message, details):
+        return RankError(spec.rank, spec.host, message, details)
+
+    def prepare(workdir):
+        result_file = os.path.join(workdir, "result.pkl") if spec.rank == 0 else None
+        return dataclasses.replace(spec, result_file=result_file)
+
+    outcome = _supervise("parallax_nb.runtime.rank", spec, f"rank{spec.rank}", prepare,
+                         spec.environment, failure)
+    outcome["rank"] = spec.rank
+    return outcome
+
+
+def run_server(spec: ServerSpec) -> dict:
+    """Run one parameter server until the run's stop event; it must not exit before."""
+
+    def failure(message, details):
+        return ServerError(spec.task, spec.host, spec.addresses[spec.task], message, details)
+
+    outcome = _supervise("parallax_nb.runtime.server", spec, f"ps{spec.task}", lambda _: spec,
+                         {"CUDA_VISIBLE_DEVICES": ""}, failure, must_run_until_stopped=True)
+    outcome["server"] = spec.task
+    return outcome
+
+
+def _supervise(module, spec, label, prepare, environment, failure,
+               must_run_until_stopped=False) -> dict:
     import cloudpickle
     from distributed import Event, get_worker, secede
 
     worker = get_worker()
     secede()  # a run can take hours: do not hold one of the worker's task threads
-    workdir = tempfile.mkdtemp(prefix=f"parallax-{spec.run_id}-rank{spec.rank}-")
+    workdir = tempfile.mkdtemp(prefix=f"parallax-{spec.run_id}-{label}-")
+    spec = prepare(workdir)
     spec_path = os.path.join(workdir, "spec.pkl")
-    result_path = os.path.join(workdir, "result.pkl")
     with open(spec_path, "wb") as f:
-        cloudpickle.dump(_with_result_file(spec, result_path), f)
-    env = dict(os.environ, **spec.environment,
+        cloudpickle.dump(spec, f)
+    env = dict(os.environ, **environment,
                HOROVOD_GLOO_IFACE=interface_of(urlparse(worker.address).hostname))
     read_fd, write_fd = os.pipe()
-    log_path = os.path.join(workdir, "rank.log")
+    log_path = os.path.join(workdir, "output.log")
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "parallax_nb.runtime.rank", spec_path, str(write_fd)],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", module, spec_path, str(write_fd)],
+                                   env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                                   pass_fds=(write_fd,), start_new_session=True)
     os.close(write_fd)
     forwarder = EventForwarder(read_fd, worker.log_event, spec.topic)
     forwarder.start()
@@ -62,24 +93,23 @@ def run_rank(spec: RankSpec) -> dict:
         forwarder.join(timeout=5)
     try:
         if stopped:
-            return {"rank": spec.rank, "status": "stopped", "pid": process.pid}
-        if process.returncode != 0:
+            return {"status": "stopped", "pid": process.pid}
+        if process.returncode != 0 or must_run_until_stopped:
             error = forwarder.error or {}
-            message = error.get("message") or f"the rank process exited with code " \
-                                               f"{process.returncode}"
-            raise RankError(spec.rank, spec.host, message,
-                            error.get("traceback") or _tail(log_path))
+            message = error.get("message") or (f"the process exited with code "
+                                               f"{process.returncode}")
+            raise failure(message, error.get("traceback") or _tail(log_path))
         result = None
-        if os.path.exists(result_path):
-            with open(result_path, "rb") as f:
+        if getattr(spec, "result_file", None) and os.path.exists(spec.result_file):
+            with open(spec.result_file, "rb") as f:
                 result = pickle.load(f)
-        return {"rank": spec.rank, "status": "finished", "pid": process.pid, "result": result}
+        return {"status": "finished", "pid": process.pid, "result": result}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def terminate(process: subprocess.Popen) -> None:
-    """SIGTERM the rank's process group, SIGKILL it after a grace period."""
+    """SIGTERM the process group, SIGKILL it after a grace period."""
     if process.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 10.0)):
@@ -94,10 +124,12 @@ def terminate(process: subprocess.Popen) -> None:
             continue
 
 
-def _with_result_file(spec: RankSpec, path: str) -> RankSpec:
-    import dataclasses
-
-    return dataclasses.replace(spec, result_file=path if spec.rank == 0 else None)
+def free_port(dask_worker=None) -> str:
+    """An ``ip:port`` free on this worker's machine (run on the worker by the client)."""
+    host = urlparse(dask_worker.address).hostname if dask_worker is not None else "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return f"{host}:{s.getsockname()[1]}"
 
 
 def _tail(path: str) -> str:
@@ -105,6 +137,6 @@ def _tail(path: str) -> str:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return "(end of the rank's output)\n" + f.read().decode(errors="replace")
+            return "(end of the process's output)\n" + f.read().decode(errors="replace")
     except OSError:
         return ""

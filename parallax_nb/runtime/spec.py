@@ -22,5 +22,16 @@ class RankSpec:
     environment: Dict[str, str]      # Horovod's variables and CUDA_VISIBLE_DEVICES
     topic: str                       # Dask event topic of the run
     stop_event: str                  # name of the Dask Event that stops the run
-    sparse_variables: Tuple[int, ...] = ()   # creation indices of the sparse variables
-    result_file: Optional[str] = None        # where rank 0 leaves the trained weights
+    servers: Tuple[str, ...] = ()             # parameter-server addresses (task order)
+    placements: Tuple = ()                    # analysis VariablePlacement per variable
+    result_file: Optional[str] = None         # where rank 0 leaves the trained weights
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    run_id: str
+    task: int
+    host: str
+    addresses: Tuple[str, ...]               # every server of the run, "ip:port", task order
+    topic: str
+    stop_event: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import threading
 import time
 
@@ -41,39 +42,55 @@ class EventWriter:
 class EventForwarder(threading.Thread):
     """Used by the supervisor: read the rank's lines and log them as Dask events.
 
-    Step records are batched (at most every ``flush_seconds``) so fast steps do not flood
-    the scheduler; other messages go at once. The last ERROR message is kept for the
-    supervisor's exception.
+    Step records are batched (flushed at least every ``flush_seconds``, also when the rank
+    is quiet) so fast steps do not flood the scheduler; other messages go at once. The last
+    ERROR message is kept for the supervisor's exception.
     """
 
     def __init__(self, fd: int, log_event, topic: str, flush_seconds: float = 0.25):
         super().__init__(daemon=True, name=f"parallax-events-{topic}")
-        self._file = os.fdopen(fd, "r")
+        self._fd = fd
         self._log_event = log_event
         self._topic = topic
         self._flush_seconds = flush_seconds
+        self._pending = []
         self.error = None
         self.messages = 0
 
     def run(self):
-        pending, last_flush = [], time.monotonic()
-        for line in self._file:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            self.messages += 1
-            if message.get("type") == STEP:
-                pending.append(message)
-                if time.monotonic() - last_flush < self._flush_seconds:
-                    continue
-            if message.get("type") == ERROR:
-                self.error = message
-            if pending:
-                self._log_event(self._topic, {"type": "steps", "records": pending})
-                pending, last_flush = [], time.monotonic()
-            if message.get("type") != STEP:
-                self._log_event(self._topic, message)
-        if pending:
-            self._log_event(self._topic, {"type": "steps", "records": pending})
-        self._file.close()
+        buffer = b""
+        last_flush = time.monotonic()
+        while True:
+            ready, _, _ = select.select([self._fd], [], [], self._flush_seconds)
+            if ready:
+                chunk = os.read(self._fd, 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._handle(line)
+            if self._pending and time.monotonic() - last_flush >= self._flush_seconds:
+                self._flush()
+                last_flush = time.monotonic()
+        self._flush()
+        os.close(self._fd)
+
+    def _handle(self, line: bytes):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        self.messages += 1
+        if message.get("type") == STEP:
+            self._pending.append(message)
+            return
+        if message.get("type") == ERROR:
+            self.error = message
+        self._flush()
+        self._log_event(self._topic, message)
+
+    def _flush(self):
+        if self._pending:
+            self._log_event(self._topic, {"type": "steps", "records": self._pending})
+            self._pending = []

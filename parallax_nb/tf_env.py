@@ -52,3 +52,27 @@ def trainable_variables(model):
         raise ProgramError(f"model_fn must return a tf.keras Model or a tf.Module, "
                            f"got {type(model).__name__}")
     return list(model.trainable_variables)
+
+
+def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str):
+    """A real ``tf.Variable`` whose resource is the shared-name handle on ``device``.
+
+    Every process that asks for the same shared name on the same server gets the same
+    resource. ``tf.Variable`` refuses a shared name in eager mode, so the handle is made
+    with ``VarHandleOp`` and given its shape/dtype data (which Keras functional tracing and
+    the optimizers need) before it is wrapped. Private TensorFlow APIs, pinned to 2.18.
+    """
+    tf = tensorflow()
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import handle_data_util, resource_variable_ops
+
+    shape = tf.TensorShape(shape)
+    with ops.init_scope(), tf.device(device):
+        handle = tf.raw_ops.VarHandleOp(dtype=dtype, shape=shape, container="",
+                                        shared_name=shared_name)
+        handle_data_util.set_handle_data(handle,
+                                         handle_data_util.create_handle_data(shape, dtype))
+        handle._unique_id = f"{shared_name}_{ops.uid()}"  # what optimizers key slots by
+        handle._name = f"{name}:0"
+        return resource_variable_ops.ResourceVariable(handle=handle, shape=shape, dtype=dtype,
+                                                      trainable=True)

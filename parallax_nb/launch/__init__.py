@@ -53,11 +53,14 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
                                      if servers else ((), []))
         rendezvous = Rendezvous(slots, cluster.scheduler_address)
         run.add_cleanup(rendezvous.stop)
+        host_ranks = tuple(tuple(s.rank for s in slots if s.host == host)
+                           for host in selection.hosts)
         specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
                           local_size=s.local_size, host=s.host, device_kind=s.device.kind,
                           program=payload, config=config, mode=mode,
                           environment=s.horovod_environment(rendezvous.address, rendezvous.port),
-                          topic=run.topic, stop_event=stop_event.name, servers=addresses,
+                          topic=run.topic, stop_event=stop_event.name, hosts=hosts,
+                          host_ranks=host_ranks, servers=addresses,
                           placements=report.placements)
                  for s in slots]
         rank_futures = [cluster.client.submit(run_rank, spec, workers=[slot.device.worker],

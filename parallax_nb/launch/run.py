@@ -18,7 +18,7 @@ from ..events import DONE, INFO, STARTED, TOPOLOGY
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
     "stopped"
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
-                  "time"]
+                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "time"]
 
 
 class Run:
@@ -35,7 +35,7 @@ class Run:
         self.mode = mode
         self.slots = slots
         self._stop_event = stop_event
-        self._cleanups: List[Callable[[], None]] = [lambda: client.unsubscribe_topic(topic)]
+        self._cleanups: List[Callable[[], None]] = [self._unsubscribe]
         self._lock = threading.Lock()
         self._records: List[dict] = []
         self._callbacks: List[Callable[[List[dict]], None]] = []
@@ -96,6 +96,10 @@ class Run:
             pd.DataFrame(columns=METRIC_COLUMNS)
 
     # -- lifetime -------------------------------------------------------------------------------
+    def _unsubscribe(self):
+        if self.client.status not in ("closing", "closed"):
+            self.client.unsubscribe_topic(self.topic)
+
     @property
     def stop_event_name(self) -> str:
         return self._stop_event.name

@@ -69,8 +69,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
     spec_path = os.path.join(workdir, "spec.pkl")
     with open(spec_path, "wb") as f:
         cloudpickle.dump(spec, f)
-    env = dict(os.environ, **environment,
-               HOROVOD_GLOO_IFACE=interface_of(urlparse(worker.address).hostname))
+    ip = urlparse(worker.address).hostname
+    env = dict(os.environ, **environment, HOROVOD_GLOO_IFACE=interface_of(ip),
+               PARALLAX_ADDRESS=ip)
     read_fd, write_fd = os.pipe()
     log_path = os.path.join(workdir, "output.log")
     with open(log_path, "wb") as log:

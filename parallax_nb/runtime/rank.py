@@ -37,6 +37,20 @@ def configure_threads(local_size: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(max(2, per_rank))
 
 
+def init_horovod(hvd, spec):
+    """``hvd.init()``, with one process set per host when local aggregation needs them;
+    returns this rank's host set (the global set when the host holds every rank)."""
+    groups = [list(g) for g in spec.host_ranks]
+    wanted = (spec.servers and spec.config.local_aggregation and spec.local_size > 1
+              and len(groups) > 1)
+    if not wanted:
+        hvd.init()
+        return hvd.global_process_set
+    sets = [hvd.ProcessSet(g) for g in groups]
+    hvd.init(process_sets=sets)
+    return next(s for s, g in zip(sets, groups) if spec.rank in g)
+
+
 def write_atomically(path: str, obj) -> None:
     partial = f"{path}.partial"
     with open(partial, "wb") as f:
@@ -57,7 +71,7 @@ def main(argv) -> int:
         configure_threads(spec.local_size)
         import horovod.tensorflow as hvd
 
-        hvd.init()
+        host_set = init_horovod(hvd, spec)
         if (hvd.rank(), hvd.size()) != (spec.rank, spec.size):
             raise RuntimeError(f"Horovod placed this process as rank {hvd.rank()} of "
                                f"{hvd.size()}, expected {spec.rank} of {spec.size}")
@@ -68,10 +82,16 @@ def main(argv) -> int:
         from .trainer import Trainer
 
         program = cloudpickle.loads(spec.program)
-        weights = Trainer(spec, program, hvd, events).run()
+        if spec.servers:
+            from .server_variables import connect_to_servers
+
+            connect_to_servers(hvd, spec.rank, spec.size, spec.servers,
+                               os.environ.get("PARALLAX_ADDRESS", "127.0.0.1"))
+        weights = Trainer(spec, program, hvd, events, host_set).run()
         if spec.result_file:
             write_atomically(spec.result_file, weights)
         events.send(DONE, rank=spec.rank)
+        hvd.join()      # nobody shuts Horovod down while another rank still needs it
         hvd.shutdown()
         return 0
     except BaseException as exc:  # report everything, including KeyboardInterrupt/SystemExit

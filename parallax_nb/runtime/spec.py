@@ -22,6 +22,8 @@ class RankSpec:
     environment: Dict[str, str]      # Horovod's variables and CUDA_VISIBLE_DEVICES
     topic: str                       # Dask event topic of the run
     stop_event: str                  # name of the Dask Event that stops the run
+    hosts: int = 1                            # hosts of the run
+    host_ranks: Tuple[Tuple[int, ...], ...] = ()   # the ranks of each host, host by host
     servers: Tuple[str, ...] = ()             # parameter-server addresses (task order)
     placements: Tuple = ()                    # analysis VariablePlacement per variable
     result_file: Optional[str] = None         # where rank 0 leaves the trained weights

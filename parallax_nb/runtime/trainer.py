@@ -1,65 +1,175 @@
-"""The training loop inside a rank: the user's step, made data parallel."""
+"""The training loop inside a rank: the user's single-device step, made data parallel.
+
+Local variables (dense ones; all of them in AR mode) are replicated and synchronised with
+Horovod. Variables the plan puts on the parameter servers are created there by the
+variable creator of `ServerVariables` and updated through `ServerSync`.
+"""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 
+from ..analysis.trace import compute_loss, examples_in
 from ..events import INFO, STEP, EventWriter
 from ..program import Program
 from ..tf_env import tensorflow, trainable_variables
-from ..analysis.trace import compute_loss, examples_in
+from .accounting import Accounting
 from .allreduce import AllReduceSync
+from .checkpoint import CheckpointPolicy, latest_checkpoint, save_atomically, step_of
 from .data import endless_batches, named_weights
+from .server_sync import ServerSync
+from .server_variables import ServerVariables
 from .spec import RankSpec
 
 
 class Trainer:
     """Builds the user's model in this rank and trains it for ``config.steps`` steps."""
 
-    def __init__(self, spec: RankSpec, program: Program, hvd, events: EventWriter):
-        self.spec, self.program, self.events = spec, program, events
+    def __init__(self, spec: RankSpec, program: Program, hvd, events: EventWriter,
+                 host_set=None):
+        tf = tensorflow()
+        self.spec, self.program, self.events, self.hvd = spec, program, events, hvd
         self.config = spec.config
+        self.chief = spec.rank == 0
         self.sync = AllReduceSync(hvd)
-        self.model = program.model()
-        self.optimizer = program.optimizer()
+        self.servers = (ServerVariables(spec.run_id, spec.placements, self.chief)
+                        if spec.servers else None)
+        scope = self.servers.scope() if self.servers else contextlib.nullcontext()
         self.batches = endless_batches(program, spec.rank, spec.size, self.config.batch_size)
-        self.first_batch = next(self.batches)
-        # Build lazily created variables (subclassed models, tf.Module) without updating them.
-        compute_loss(program, self.model, self.first_batch)
-        self.variables = trainable_variables(self.model)
-        self.sync.broadcast(self.model.variables)
+        with scope:
+            self.model = program.model()
+            self.first_batch = next(self.batches)
+            # Build lazily created variables (subclassed models, tf.Module) without updating.
+            compute_loss(program, self.model, self.first_batch)
+        self.optimizer = program.optimizer()
+        on_server = {id(p) for p in self.servers.partition_variables()} if self.servers else set()
+        self.local_variables = [v for v in trainable_variables(self.model)
+                                if id(v) not in on_server]
+        self.server_sync = (ServerSync(hvd, spec, self.servers, program.optimizer, host_set)
+                            if self.servers else None)
+        server_variables = self.server_sync.variables if self.server_sync else []
+        self.variables = self.local_variables + server_variables
+        self.replicated = [v for v in self.model.variables if id(v) not in on_server]
+        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
+        self.checkpoint = self._make_checkpoint() if self.config.checkpoint_dir else None
+        self.start_step = self._restore_and_broadcast()
+        self.accounting = Accounting(spec, self.local_variables, self.server_sync)
         self._step = self._make_step()
 
-    def _make_step(self):
+    # -- start ----------------------------------------------------------------------------------
+    def _make_checkpoint(self):
         tf = tensorflow()
-        program, model, optimizer, variables, sync = (self.program, self.model, self.optimizer,
-                                                      self.variables, self.sync)
+        server = {}
+        if self.servers:
+            for variable in self.servers.variables:
+                for i, part in enumerate(variable.partitions):
+                    server[f"{_key(variable.name)}.part{i}"] = part
+        return tf.train.Checkpoint(
+            step=self.step_counter,
+            local={_key(v.name) + f".{i}": v for i, v in enumerate(self.replicated)},
+            server=server, optimizer=self.optimizer,
+            server_optimizers=self.server_sync.optimizers() if self.server_sync else [])
+
+    def _restore_and_broadcast(self) -> int:
+        """The chief restores the newest checkpoint; every rank then starts from rank 0's
+        values (and skips the batches already trained on, to continue the same stream)."""
+        tf = tensorflow()
+        if self.chief and self.checkpoint is not None:
+            prefix = latest_checkpoint(self.config.checkpoint_dir)
+            if prefix:
+                self.checkpoint.read(prefix).expect_partial()
+                self.events.send(INFO, rank=0, message=f"restored step {step_of(prefix)} "
+                                                       f"from {prefix}")
+        # Broadcast local variables and the step; it is also the barrier that keeps every
+        # rank from reading server variables before the chief has initialised them.
+        self.sync.broadcast(self.replicated + [self.step_counter])
+        start = int(self.step_counter.numpy())
+        if start:
+            self.batches = itertools.islice(self.batches, start, None)
+        return start
+
+    def _make_step(self):
+        """One function per step: gradients, the servers' exchange, the AllReduce, apply."""
+        tf = tensorflow()
+        program, model, optimizer, sync = self.program, self.model, self.optimizer, self.sync
+        variables, n_local = self.variables, len(self.local_variables)
+        server_sync, chief, accounting = self.server_sync, self.chief, self.accounting
+        counter = self.step_counter
 
         @tf.function(reduce_retracing=True)
         def step(batch):
             with tf.GradientTape() as tape:
                 loss = program.loss_fn(model, batch)
-            grads = sync(tape.gradient(loss, variables))
-            optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-            return loss
+            grads = tape.gradient(loss, variables)
+            local_grads, server_grads = grads[:n_local], grads[n_local:]
+            waits, pushed, local = [], tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+            if server_sync is not None:
+                waits, pushed, local = server_sync.push(server_grads)
+                if chief:
+                    with tf.control_dependencies(waits):
+                        waits = waits + server_sync.apply()
+            with tf.control_dependencies(waits):
+                local_grads = [_after(tf, g) for g in local_grads]
+                barrier = tf.zeros([1])
+            synced = sync(local_grads + [barrier])[:-1]
+            optimizer.apply_gradients([(g, v) for g, v in zip(synced, variables[:n_local])
+                                       if g is not None])
+            counter.assign_add(1)
+            traffic = accounting.measure(local_grads, server_grads, synced, pushed)
+            traffic["local_bytes"] = local
+            return loss, traffic
 
         return step
 
+    # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         spec, config = self.spec, self.config
         if spec.mode != config.mode:
             self.events.send(INFO, rank=spec.rank,
                              message=f"{config.mode} runs as {spec.mode} for this model")
-        batches = itertools.chain([self.first_batch], self.batches)
+        policy = CheckpointPolicy(config.checkpoint_every_steps, config.checkpoint_every_seconds)
+        batches = itertools.chain([self.first_batch] if not self.start_step else [],
+                                  self.batches)
         previous = time.perf_counter()
-        for step_number, batch in enumerate(itertools.islice(batches, config.steps), start=1):
-            loss = float(self._step(batch))
+        remaining = max(config.steps - self.start_step, 0)
+        saved = None
+        for step_number, batch in enumerate(itertools.islice(batches, remaining),
+                                            start=self.start_step + 1):
+            loss, traffic = self._step(batch)
+            loss = float(loss)
             now = time.perf_counter()
             if step_number % config.log_every == 0 or step_number == config.steps:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
-                                 examples_per_sec=examples / elapsed if elapsed > 0 else 0.0)
-            previous = now
-        return named_weights(self.model.variables)
+                                 examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
+                                 **{k: int(v) for k, v in traffic.items()})
+            if self.checkpoint is not None and self.chief and policy.due(step_number):
+                saved = save_atomically(self.checkpoint, config.checkpoint_dir, step_number)
+            previous = time.perf_counter()
+        if self.checkpoint is not None and self.chief and remaining and \
+                (saved is None or step_of(saved) != config.steps):
+            save_atomically(self.checkpoint, config.checkpoint_dir, config.steps)
+        return self.weights()
+
+    def weights(self) -> dict:
+        """Every variable under its single-device name; server partitions joined."""
+        weights = named_weights(self.replicated)
+        if self.servers:
+            weights.update(self.servers.values())
+        return weights
+
+
+def _after(tf, grad):
+    """``grad`` re-issued under the surrounding control dependencies."""
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.identity(grad.values), grad.indices, grad.dense_shape)
+    return tf.identity(grad)
+
+
+def _key(name: str) -> str:
+    return name.split(":")[0].replace("/", ".")

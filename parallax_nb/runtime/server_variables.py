@@ -1,0 +1,139 @@
+"""Variables that live on the parameter servers, as every rank sees them.
+
+The user's unchanged model code creates its variables as usual; a variable creator scope
+swaps each variable the plan puts on the servers for partitions on those servers: real
+``tf.Variable`` objects whose resource is a shared-name handle on a "ps" task, grouped in a
+TensorFlow ``ShardedVariable`` when there is more than one. Keras layers, ``tf.gather``,
+``tf.nn.embedding_lookup`` and ``tf.nn.sampled_softmax_loss`` then gather on the server that
+owns the rows (TensorFlow's "div" sharding, the plan's row splits), so only the looked-up
+rows travel, and their gradients are ``IndexedSlices`` per partition.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import socket
+from typing import Dict, List
+
+from ..errors import ProgramError
+from ..tf_env import ps_handle_variable, tensorflow
+
+
+def server_device(task: int) -> str:
+    return f"/job:ps/replica:0/task:{task}/device:CPU:0"
+
+
+def connect_to_servers(hvd, rank: int, size: int, servers, own_host: str = "127.0.0.1"):
+    """Join the servers' TensorFlow cluster as this rank's own job ("w<rank>"), one rank
+    after the other.
+
+    Each rank is a job of its own: with one shared "worker" job listing every rank, every
+    client would try to manage every other one. Ranks connect in turn (a Horovod barrier
+    between them): two eager contexts created on a server at the same instant have crashed
+    it (SIGSEGV in TensorFlow 2.18.1's eager service).
+    """
+    for turn in range(size):
+        if turn == rank:
+            _connect(rank, servers, own_host)
+        hvd.allreduce(tensorflow().constant(0.0), name=f"parallax_connect_{turn}")
+
+
+def _connect(rank: int, servers, own_host: str) -> None:
+    tf = tensorflow()
+    with socket.socket() as s:
+        s.bind((own_host, 0))
+        own = f"{own_host}:{s.getsockname()[1]}"
+    job = f"w{rank}"
+    cluster = tf.train.ClusterSpec({"ps": list(servers), job: [own]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, rpc_layer="grpc")
+    tf.config.experimental_connect_to_cluster(resolver, job_name=job, task_index=0,
+                                              make_master_device_default=False)
+
+
+@dataclasses.dataclass
+class ServerVariable:
+    """One variable of the model placed on the servers: its plan and its partitions."""
+
+    name: str                       # the name the single-device model gives it
+    placement: object               # analysis VariablePlacement
+    partitions: List                # tf.Variable per partition, plan order
+    handle: object                  # what the model holds: the variable or a ShardedVariable
+
+    def devices(self):
+        return [server_device(p.server) for p in self.placement.partitions]
+
+
+class ServerVariables:
+    """The variable creator that moves planned variables onto the servers."""
+
+    def __init__(self, run_id: str, placements, is_chief: bool):
+        self.run_id = run_id
+        self.is_chief = is_chief
+        self._plan = collections.defaultdict(list)
+        for vp in placements:
+            if vp.placement == "ps":
+                self._plan[vp.variable.name].append(vp)
+        self._seen = collections.Counter()
+        self.variables: List[ServerVariable] = []
+
+    def scope(self):
+        return tensorflow().variable_creator_scope(self._create)
+
+    def _create(self, next_creator, **kwargs):
+        tf = tensorflow()
+        scope = tf.get_current_name_scope()
+        base = kwargs.get("name") or "Variable"
+        name = f"{scope}/{base}:0" if scope else f"{base}:0"
+        occurrence = self._seen[name]
+        self._seen[name] += 1
+        planned = self._plan.get(name, [])
+        if occurrence >= len(planned) or not kwargs.get("trainable", True):
+            return next_creator(**kwargs)
+        placement = planned[occurrence]
+        shape = tuple(tf.TensorShape(kwargs.get("shape")).as_list()) if kwargs.get("shape") \
+            is not None else None
+        initial = kwargs["initial_value"]
+        dtype = tf.as_dtype(kwargs.get("dtype") or placement.variable.dtype)
+        if shape is None:
+            initial = initial() if callable(initial) else initial
+            initial = tf.convert_to_tensor(initial, dtype)
+            shape = tuple(initial.shape.as_list())
+        if shape != placement.variable.shape:
+            raise ProgramError(f"variable {name} has shape {shape} in this rank but "
+                               f"{placement.variable.shape} in the analysis: model_fn must "
+                               f"build the same model every time it is called")
+        stem = name.split(":")[0] + (f"_{occurrence}" if occurrence else "")
+        partitions = []
+        for part in placement.partitions:
+            part_shape = (part.row_stop - part.row_start,) + shape[1:]
+            partitions.append(ps_handle_variable(
+                shared_name=f"{self.run_id}/{stem}/part_{part.index}", name=f"{stem}/part_{part.index}",
+                shape=part_shape, dtype=dtype, device=server_device(part.server)))
+        if self.is_chief:
+            self._initialise(partitions, placement, initial, dtype)
+        if len(partitions) == 1:
+            handle = partitions[0]
+        else:
+            from tensorflow.python.distribute.sharded_variable import ShardedVariable
+
+            handle = ShardedVariable(partitions, name=stem)
+        self.variables.append(ServerVariable(name, placement, partitions, handle))
+        return handle
+
+    @staticmethod
+    def _initialise(partitions, placement, initial, dtype):
+        """The chief computes the initial value once, exactly as one device would, and
+        writes each partition's rows to its server."""
+        tf = tensorflow()
+        value = tf.convert_to_tensor(initial() if callable(initial) else initial, dtype)
+        for variable, part in zip(partitions, placement.partitions):
+            variable.assign(value[part.row_start:part.row_stop])
+
+    def partition_variables(self):
+        return [p for v in self.variables for p in v.partitions]
+
+    def values(self) -> Dict[str, object]:
+        """``{single-device name: full value}``: partitions read back and joined."""
+        tf = tensorflow()
+        return {v.name: tf.concat([p.read_value() for p in v.partitions], axis=0).numpy()
+                if len(v.partitions) > 1 else v.partitions[0].numpy() for v in self.variables}

@@ -76,3 +76,24 @@ def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str):
         handle._name = f"{name}:0"
         return resource_variable_ops.ResourceVariable(handle=handle, shape=shape, dtype=dtype,
                                                       trainable=True)
+
+
+def build_optimizer(optimizer, variables):
+    """Create an optimizer's slots for ``variables`` now (under the caller's device scope),
+    not lazily at the first update: server partitions get their slots on their server, and a
+    checkpoint restore finds the slots it has values for.
+
+    A partition of a ShardedVariable points back to it (``_sharded_container``), and Keras
+    then waits for every shard's slot before it tracks them; each partition has its own
+    optimizer in this SDK, so that link is hidden while the slots are made.
+    """
+    containers = {id(v): v.__dict__.pop("_sharded_container", None) for v in variables}
+    try:
+        if hasattr(optimizer, "_create_all_weights"):      # tf.keras.optimizers.legacy.*
+            optimizer._create_all_weights(variables)
+        else:
+            optimizer.build(variables)
+    finally:
+        for v in variables:
+            if containers[id(v)] is not None:
+                v._sharded_container = containers[id(v)]

@@ -4,13 +4,14 @@ import time
 import psutil
 
 RANK_MODULE = "parallax_nb.runtime.rank"
+SERVER_MODULE = "parallax_nb.runtime.server"
 
 
-def rank_processes():
+def rank_processes(module=RANK_MODULE):
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if RANK_MODULE in " ".join(process.info["cmdline"] or []):
+            if module in " ".join(process.info["cmdline"] or []):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -35,3 +36,7 @@ def wait_for(condition, timeout=60.0, interval=0.1):
             return True
         time.sleep(interval)
     return False
+
+
+def server_processes():
+    return rank_processes(SERVER_MODULE)

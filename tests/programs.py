@@ -164,3 +164,26 @@ def crashing_loss(model, batch):
 
 def crashing_program():
     return px.Program(keras_embedding_model, crashing_loss, id_batches, sgd, name="crashing")
+
+
+# -- a big table, few rows per step ------------------------------------------------------------
+def big_table_model(rows=1_000_000, dim=64):
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(1,), dtype="int64"),
+        tf.keras.layers.Embedding(rows, dim, name="big"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1, name="head"),
+    ])
+
+
+def distinct_ids(shard, num_shards, batch_size=100, rows=1_000_000, steps=8):
+    # every batch looks up `batch_size` distinct rows
+    rng = np.random.default_rng(7)
+    ids = rng.choice(rows, size=batch_size * steps * num_shards, replace=False)[:, None]
+    target = np.ones(len(ids), np.float32)
+    return tf.data.Dataset.from_tensor_slices((ids[shard::num_shards],
+                                               target[shard::num_shards])).batch(batch_size)
+
+
+def big_table_program():
+    return px.Program(big_table_model, regression_loss, distinct_ids, adagrad, name="big_table")

@@ -151,11 +151,16 @@ class Run:
                 return
 
     def _fail(self, exc: BaseException):
+        """Record a failure and stop every task. When one rank fails, Horovod shuts down on
+        the others and their errors echo it; the first error that is not such an echo is
+        the one reported."""
         with self._lock:
-            first = self.error is None and self._status != STOPPED
-            if first:
+            if self._status == STOPPED:
+                return
+            first = self.error is None
+            if first or (_is_echo(self.error) and not _is_echo(exc)):
                 self.error = exc
-                self._status = FAILED
+            self._status = FAILED
         if first:
             self._stop_event.set()
 
@@ -215,3 +220,11 @@ class Run:
 
     def __repr__(self):
         return f"<Run {self.run_id} {self.mode} {len(self.slots)} rank(s): {self.status}>"
+
+
+HOROVOD_SHUTDOWN = "Horovod has been shut down"
+
+
+def _is_echo(exc) -> bool:
+    """An error caused by another rank's failure (Horovod shut down under this one)."""
+    return HOROVOD_SHUTDOWN in str(exc)

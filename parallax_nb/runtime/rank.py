@@ -39,10 +39,14 @@ def configure_threads(local_size: int) -> None:
 
 def init_horovod(hvd, spec):
     """``hvd.init()``, with one process set per host when local aggregation needs them;
-    returns this rank's host set (the global set when the host holds every rank)."""
+    returns this rank's host set (the global set when the host holds every rank).
+
+    Every rank must register the same process sets, so the decision depends only on facts
+    all ranks share (never on this rank's own host).
+    """
     groups = [list(g) for g in spec.host_ranks]
-    wanted = (spec.servers and spec.config.local_aggregation and spec.local_size > 1
-              and len(groups) > 1)
+    wanted = (spec.servers and spec.config.local_aggregation and len(groups) > 1
+              and max(len(g) for g in groups) > 1)
     if not wanted:
         hvd.init()
         return hvd.global_process_set

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import List
 
-from ..tf_env import tensorflow
+from ..tf_env import build_optimizer, tensorflow
 from .allreduce import stable_names
 
 
@@ -45,7 +45,7 @@ class ServerSync:
                 if spec.rank == 0:
                     optimizer = optimizer_fn()
                     with tf.device(device):
-                        _build(optimizer, part_var)
+                        build_optimizer(optimizer, [part_var])
                 self.entries.append((part_var, device, queue, sparse, optimizer))
 
     @property
@@ -171,21 +171,3 @@ def _deduplicate(tf, indices, values):
     unique, position = tf.unique(indices)
     summed = tf.math.unsorted_segment_sum(values, position, tf.shape(unique)[0])
     return unique, summed
-
-
-def _build(optimizer, variable):
-    """Create the optimizer's slots now, under the caller's device scope (the server).
-
-    A partition of a ShardedVariable points back to it (``_sharded_container``), and Keras
-    then waits for every shard's slot before it tracks them; each partition has its own
-    optimizer here, so that link is hidden while the slots are made.
-    """
-    container = variable.__dict__.pop("_sharded_container", None)
-    try:
-        if hasattr(optimizer, "_create_all_weights"):
-            optimizer._create_all_weights([variable])
-        else:
-            optimizer.build([variable])
-    finally:
-        if container is not None:
-            variable._sharded_container = container

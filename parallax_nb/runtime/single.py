@@ -15,8 +15,13 @@ from .data import endless_batches, named_weights
 
 
 def train_single_device(program: Program, steps: int, batch_size: Optional[int] = None,
-                        on_step=None):
-    """Train ``steps`` steps on shard 0 of 1; return (weights dict, losses list)."""
+                        on_step=None, gradient_scale: Optional[dict] = None):
+    """Train ``steps`` steps on shard 0 of 1; return (weights dict, losses list).
+
+    gradient_scale: ``{variable name: factor}`` multiplies those gradients, e.g. by N to state
+    what summed sparse gradients of N ranks mean (``Config(average_sparse=False)``).
+    """
+    scale = dict(gradient_scale or {})
     tf = tensorflow()
     model = program.model()
     optimizer = program.optimizer()
@@ -26,7 +31,8 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
         with tf.GradientTape() as tape:
             loss = program.loss_fn(model, batch)
         variables = trainable_variables(model)
-        grads = tape.gradient(loss, variables)
+        grads = [g if g is None or v.name not in scale else _scaled(g, scale[v.name])
+                 for g, v in zip(tape.gradient(loss, variables), variables)]
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return loss
 
@@ -36,3 +42,10 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
         if on_step is not None:
             on_step(len(losses), losses[-1], batch)
     return named_weights(model.variables), losses
+
+
+def _scaled(grad, factor):
+    tf = tensorflow()
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * factor, grad.indices, grad.dense_shape)
+    return grad * factor

@@ -13,7 +13,7 @@ import time
 from ..analysis.trace import compute_loss, examples_in
 from ..events import INFO, STEP, EventWriter
 from ..program import Program
-from ..tf_env import tensorflow, trainable_variables
+from ..tf_env import build_optimizer, tensorflow, trainable_variables
 from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, latest_checkpoint, save_atomically, step_of
@@ -37,11 +37,17 @@ class Trainer:
                         if spec.servers else None)
         scope = self.servers.scope() if self.servers else contextlib.nullcontext()
         self.batches = endless_batches(program, spec.rank, spec.size, self.config.batch_size)
+        # The chief builds first: it creates and initialises every server variable; the
+        # other ranks build after a barrier, so none of them reads a row before it exists.
+        if self.servers and not self.chief:
+            self._barrier("parallax_servers_ready")
         with scope:
             self.model = program.model()
             self.first_batch = next(self.batches)
             # Build lazily created variables (subclassed models, tf.Module) without updating.
             compute_loss(program, self.model, self.first_batch)
+        if self.servers and self.chief:
+            self._barrier("parallax_servers_ready")
         self.optimizer = program.optimizer()
         on_server = {id(p) for p in self.servers.partition_variables()} if self.servers else set()
         self.local_variables = [v for v in trainable_variables(self.model)
@@ -51,6 +57,7 @@ class Trainer:
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
         self.replicated = [v for v in self.model.variables if id(v) not in on_server]
+        build_optimizer(self.optimizer, self.local_variables)
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
         self.checkpoint = self._make_checkpoint() if self.config.checkpoint_dir else None
         self.start_step = self._restore_and_broadcast()
@@ -58,6 +65,9 @@ class Trainer:
         self._step = self._make_step()
 
     # -- start ----------------------------------------------------------------------------------
+    def _barrier(self, name):
+        self.hvd.allreduce(tensorflow().constant(0.0), name=name)
+
     def _make_checkpoint(self):
         tf = tensorflow()
         server = {}
@@ -81,12 +91,14 @@ class Trainer:
                 self.checkpoint.read(prefix).expect_partial()
                 self.events.send(INFO, rank=0, message=f"restored step {step_of(prefix)} "
                                                        f"from {prefix}")
-        # Broadcast local variables and the step; it is also the barrier that keeps every
-        # rank from reading server variables before the chief has initialised them.
-        self.sync.broadcast(self.replicated + [self.step_counter])
+        # Rank 0's replicated state goes to every rank: model variables, the dense
+        # optimizer's slots (restored only on the chief) and the step.
+        variables = self.optimizer.variables
+        variables = variables() if callable(variables) else variables
+        self.sync.broadcast(self.replicated + list(variables) + [self.step_counter])
         start = int(self.step_counter.numpy())
-        if start:
-            self.batches = itertools.islice(self.batches, start, None)
+        if start:   # the first batch (taken to build the model) was batch 1 of those
+            self.batches = itertools.islice(self.batches, start - 1, None)
         return start
 
     def _make_step(self):

@@ -1,0 +1,133 @@
+"""HYBRID training: sparse variables on partitioned parameter servers (real TF gRPC servers
+in their own processes), dense ones through Horovod, on a LocalCluster of separate processes."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import parallax_nb as px
+import programs
+from cluster_tools import rank_processes, server_processes, wait_for, wait_until_gone
+from parallax_nb.runtime.single import train_single_device
+
+pytestmark = pytest.mark.timeout(400)
+SPARSE = "emb/embeddings:0"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with px.connect(local=3) as cluster:
+        yield cluster
+    assert wait_until_gone([p.pid for p in rank_processes() + server_processes()]) == []
+
+
+def as_hosts(cluster, hosts):
+    """Label the workers as one host, or as two (the first worker alone on host0)."""
+    workers = sorted({d.worker for d in cluster.devices(refresh=True)})
+    cluster.label_hosts({w: "host0" if hosts == 1 or i == 0 else "host1"
+                         for i, w in enumerate(workers)})
+
+
+def relative_error(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+CASES = [  # optimizer, ranks, partitions, local aggregation, hosts, average_sparse
+    ("sgd", 2, 1, True, 1, False),
+    ("sgd", 3, 3, True, 2, True),
+    ("sgd", 2, 2, False, 2, False),
+    ("sgd", 3, 2, True, 1, True),
+    ("adagrad", 2, 2, True, 1, True),
+    ("adagrad", 3, 1, False, 1, False),
+    ("adagrad", 3, 3, True, 2, False),
+    ("adagrad", 2, 3, False, 2, True),
+]
+
+
+@pytest.mark.parametrize("optimizer, ranks, partitions, aggregate, hosts, average", CASES,
+                         ids=["-".join(map(str, c)) for c in CASES])
+def test_hybrid_equals_one_process_over_the_same_examples(cluster, optimizer, ranks, partitions,
+                                                          aggregate, hosts, average):
+    as_hosts(cluster, hosts)
+    program = programs.keras_embedding_program(optimizer_fn=getattr(programs, optimizer))
+    config = px.Config(mode="HYBRID", steps=4, batch_size=4, partitions=partitions,
+                       local_aggregation=aggregate, average_sparse=average)
+    run = px.train(program, cluster=cluster, select=ranks, config=config)
+    trained = run.result(timeout=300)
+    # Summed sparse gradients (the default) are N times the single-process gradient.
+    scale = None if average else {SPARSE: ranks}
+    reference, _ = train_single_device(program, steps=4, batch_size=4 * ranks,
+                                       gradient_scale=scale)
+    assert sorted(trained) == sorted(reference)
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-5, name
+    placement = run.report().placements.set_index("name")
+    assert placement.loc[SPARSE, "placement"] == "ps"
+    assert placement.loc[SPARSE, "partitions"] == partitions
+    assert placement.loc["out/kernel:0", "placement"] == "allreduce"
+    assert len(run.servers_started) == hosts
+
+
+def test_only_touched_rows_travel(cluster):
+    as_hosts(cluster, 1)
+    run = px.train(programs.big_table_program(), cluster=cluster, select=1,
+                   config=px.Config(mode="HYBRID", steps=3, batch_size=100))
+    run.wait(timeout=300)
+    per_step = run.metrics.set_index("step")
+    row_bytes = 64 * 4
+    # 100 distinct rows gathered per step (plus their ids), pushed back once
+    assert (per_step["ps_recv"] == 100 * row_bytes).all()
+    assert (per_step["ps_sent"] == 100 * 8 + 100 * (row_bytes + 8)).all()
+    assert per_step["ps_recv"].max() < 256e6 / 1000   # far below the table's 256 MB
+
+
+def test_checkpoint_restore_continues_the_same_run(cluster, tmp_path):
+    as_hosts(cluster, 1)
+    program = programs.keras_embedding_program(optimizer_fn=programs.adagrad)
+
+    def run(steps, directory):
+        config = px.Config(mode="HYBRID", steps=steps, batch_size=4, partitions=2,
+                           checkpoint_dir=str(directory), checkpoint_every_steps=2)
+        return px.train(program, cluster=cluster, select=2, config=config)
+
+    straight = run(6, tmp_path / "straight").result(timeout=300)
+    first = run(3, tmp_path / "resumed")
+    first.wait(timeout=300)
+    assert (tmp_path / "resumed" / "latest").read_text() == "step-00000003"
+    second = run(6, tmp_path / "resumed")
+    resumed = second.result(timeout=300)
+    assert any("restored step 3" in note for note in second.notes)
+    assert list(second.metrics["step"].unique()) == [4, 5, 6]
+    for name in straight:
+        assert relative_error(resumed[name], straight[name]) < 1e-6, name
+    assert not [p for p in os.listdir(tmp_path / "resumed") if p.startswith(".")]
+
+
+def test_a_dead_parameter_server_fails_the_run_naming_it(cluster):
+    as_hosts(cluster, 1)
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="HYBRID", steps=1_000_000, batch_size=4))
+    assert wait_for(lambda: len(run.metrics) > 4, timeout=120)
+    os.kill(run.servers_started[0]["pid"], signal.SIGKILL)
+    with pytest.raises(px.ParallaxError, match=r"parameter server 0 \(127\.0\.0\.1:\d+\) on "
+                                               r"host host0 failed"):
+        run.wait(timeout=60)
+    assert wait_until_gone(list(run.pids.values())) == []
+    assert rank_processes() == [] and server_processes() == []
+
+
+def test_dense_model_in_hybrid_runs_as_allreduce_and_says_so(cluster):
+    as_hosts(cluster, 1)
+    run = px.train(programs.dense_table_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="HYBRID", steps=2, batch_size=4))
+    run.wait(timeout=300)
+    assert run.mode == "AR" and run.servers_started == {}
+    assert "HYBRID runs as AR for this model" in run.notes
+
+
+def test_ps_mode_is_refused_with_a_clear_message(cluster):
+    with pytest.raises(px.ConfigError, match="PS mode .* is not available yet"):
+        px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                 config=px.Config(mode="PS", steps=2, batch_size=4))
+    assert server_processes() == []

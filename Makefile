@@ -9,9 +9,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 setup:
 	@bash scripts/setup_env.sh
 
-# The main job: the bundled language model on an embedded local Dask cluster, with its report.
+# The main job: HYBRID training of the bundled language model (200k-word vocabulary, sampled
+# softmax) on an embedded local Dask cluster of 2 workers, with its analysis and run report.
 run: setup
-	$(PY) -m parallax_nb analyze parallax_nb.examples.language_model:program --steps 5 --machines 2 --workers-per-machine 2
+	$(PY) -m parallax_nb train parallax_nb.examples.language_model:program --mode HYBRID \
+	    --steps 60 --batch-size 32 --local 2
 
 test: setup
 	$(PY) -m pytest tests

@@ -1,6 +1,4 @@
 """Sparse detection, alpha, placement, the cost model, and the errors of `px.analyze`."""
-import functools
-
 import numpy as np
 import pytest
 

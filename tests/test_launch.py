@@ -1,6 +1,5 @@
 """Horovod ranks on a real LocalCluster (separate processes): AR training, failures, stop."""
 import os
-import signal
 import subprocess
 import sys
 import time

@@ -102,7 +102,8 @@ class AnalysisReport:
             })
         return pd.DataFrame(rows, columns=list(COLUMNS))
 
-    def _display_rows(self):
+    def display_frame(self) -> pd.DataFrame:
+        """`to_frame` formatted for people: sizes in KB/MB, shapes as 3x4, '-' for none."""
         frame = self.to_frame()
         frame["bytes"] = frame["bytes"].map(format_bytes)
         frame["alpha"] = frame["alpha"].map(lambda a: f"{a:.4f}")
@@ -113,13 +114,13 @@ class AnalysisReport:
 
     def _repr_html_(self) -> str:
         return render("analysis_report.html.j2", report=self, columns=COLUMNS,
-                      rows=self._display_rows().to_dict("records"), estimate=self.estimate())
+                      rows=self.display_frame().to_dict("records"), estimate=self.estimate())
 
     def __str__(self) -> str:
         header = (f"Parallax analysis of {self.program_name}: {self.steps} step(s), "
                   f"mode {self.mode}" + (f" ({self.mode_note})" if self.mode_note else "")
                   + f", {self.servers} parameter server(s)")
-        table = self._display_rows().to_string(index=False)
+        table = self.display_frame().to_string(index=False)
         parts = [header, table, str(self.estimate())]
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts)

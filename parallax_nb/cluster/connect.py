@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import pandas as pd
 
 from ..errors import ParallaxError
-from .devices import Device, devices_from_probes, probe_worker
+from .devices import devices_from_probes, probe_worker
 from .selection import Selection, Selector, resolve, select
 
 

@@ -70,19 +70,10 @@ def select(devices: Sequence[Device], *, hosts: Optional[Iterable[str]] = None,
     described = f"{len(pool)} {kind} device(s)"
     if hosts is not None:
         hosts = list(hosts)
-        unknown = set(hosts) - {d.host for d in pool}
-        if unknown:
-            raise SelectionError(f"unknown host(s) {sorted(unknown)}; the cluster has "
-                                 f"{sorted({d.host for d in pool})}")
-        pool = [d for d in pool if d.host in hosts]
+        pool = _only(pool, "host", hosts)
         described += f" on host(s) {hosts}"
     if workers is not None:
-        workers = list(workers)
-        unknown = set(workers) - {d.worker for d in pool}
-        if unknown:
-            raise SelectionError(f"unknown worker(s) {sorted(unknown)}; the cluster has "
-                                 f"{sorted({d.worker for d in pool})}")
-        pool = [d for d in pool if d.worker in workers]
+        pool = _only(pool, "worker", list(workers))
     if keys is not None:
         keys = list(keys)
         by_key = {d.key: d for d in pool}
@@ -102,6 +93,16 @@ def select(devices: Sequence[Device], *, hosts: Optional[Iterable[str]] = None,
     if not pool:
         raise SelectionError(f"nothing selected (of {described}): pick at least one device")
     return Selection(tuple(_grouped_by_host(pool)))
+
+
+def _only(pool: List[Device], attribute: str, wanted: List[str]) -> List[Device]:
+    """The devices whose host (or worker) is one of ``wanted``; unknown names are an error."""
+    known = {getattr(d, attribute) for d in pool}
+    unknown = set(wanted) - known
+    if unknown:
+        raise SelectionError(f"unknown {attribute}(s) {sorted(unknown)}; the cluster has "
+                             f"{sorted(known)}")
+    return [d for d in pool if getattr(d, attribute) in wanted]
 
 
 def _grouped_by_host(devices: Sequence[Device]) -> List[Device]:

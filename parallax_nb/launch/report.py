@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import Optional
 
 import pandas as pd
 
 from ..render import render
+
+TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,14 @@ class RunReport:
     per_rank: pd.DataFrame           # rank, host, examples_per_sec, step_time (medians)
     final_loss: float
     placements: pd.DataFrame         # the analysis report's table for the run's mode
+    communication: pd.DataFrame      # bytes per step (median) per rank: ps_*, hvd_*, local
     error: Optional[str] = None
+
+    def communication_per_host(self) -> pd.DataFrame:
+        """Bytes per step each host's ranks hand to the servers and to Horovod, summed."""
+        if self.communication.empty:
+            return self.communication
+        return self.communication.drop(columns="rank").groupby("host").sum().reset_index()
 
     def __str__(self):
         hosts = ", ".join(f"{h}: {n}" for h, n in self.ranks_per_host.items())
@@ -34,6 +43,10 @@ class RunReport:
                          f"{self.examples_per_sec:,.0f} examples/s in total (median per rank "
                          f"after the first step); final loss {self.final_loss:.4f}")
             lines.append(self.per_rank.to_string(index=False))
+        if not self.communication.empty:
+            lines.append("communication per step (bytes, median over steps; see "
+                         "docs/communication.md):")
+            lines.append(self.communication.to_string(index=False))
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append("variables:")
@@ -42,6 +55,8 @@ class RunReport:
 
     def _repr_html_(self):
         return render("run_report.html.j2", report=self,
+                      communication=self.communication.to_dict("records"),
+                      traffic_columns=list(self.communication.columns),
                       per_rank=self.per_rank.to_dict("records"),
                       placements=self.placements.to_dict("records"),
                       placement_columns=list(self.placements.columns))
@@ -57,12 +72,15 @@ def build_report(run) -> RunReport:
         ranks_per_host[slot.host] = ranks_per_host.get(slot.host, 0) + 1
     last = frame.sort_values(["step", "rank"]).iloc[-1] if len(frame) else None
     seconds = (run.finished_at - run.started_at) if run.finished_at else None
-    placements = run.analysis.replan(mode=run.mode).to_frame()[
+    placements = run.analysis.replan(mode=run.mode).display_frame()[
         ["name", "kind", "placement", "partitions", "servers"]]
+    traffic = [c for c in TRAFFIC if c in steady.columns]
+    communication = (steady.groupby(["rank", "host"])[traffic].median().reset_index()
+                     if traffic and len(steady) else pd.DataFrame())
     return RunReport(run.run_id, run.status, run.mode, tuple(run.notes), ranks_per_host,
                      int(frame["step"].max()) if len(frame) else 0, seconds,
                      float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
-                     placements, str(run.error) if run.error else None)
+                     placements, communication, str(run.error) if run.error else None)
 
 

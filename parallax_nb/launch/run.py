@@ -18,7 +18,7 @@ from ..events import DONE, INFO, STARTED, TOPOLOGY
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
     "stopped"
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
-                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "time"]
+                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "time"]
 
 
 class Run:

@@ -8,25 +8,11 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import threading
-import time
 import traceback
 
 from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
-from ..events import DONE, ERROR, STARTED, TOPOLOGY, EventWriter
-
-
-def exit_with_parent(poll_seconds: float = 1.0) -> None:
-    """Die when the supervising Dask worker dies, so no rank outlives its cluster."""
-    parent = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(poll_seconds)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, daemon=True, name="parallax-parent-watch").start()
+from ..events import DONE, ERROR, STARTED, TOPOLOGY
+from .process import start
 
 
 def configure_threads(local_size: int) -> None:
@@ -63,11 +49,7 @@ def write_atomically(path: str, obj) -> None:
 
 
 def main(argv) -> int:
-    spec_path, events_fd = argv[1], int(argv[2])
-    events = EventWriter(events_fd)
-    exit_with_parent()
-    with open(spec_path, "rb") as f:
-        spec = pickle.load(f)
+    spec, events = start(argv)
     events.send(STARTED, rank=spec.rank, host=spec.host, pid=os.getpid())
     try:
         import cloudpickle

@@ -7,21 +7,16 @@ updates there. It lives until its supervisor stops it, or dies with its Dask wor
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import traceback
 
 from .. import tf_env
-from ..events import ERROR, STARTED, EventWriter
-from .rank import exit_with_parent
+from ..events import ERROR, STARTED
+from .process import start
 
 
 def main(argv) -> int:
-    spec_path, events_fd = argv[1], int(argv[2])
-    events = EventWriter(events_fd)
-    exit_with_parent()
-    with open(spec_path, "rb") as f:
-        spec = pickle.load(f)
+    spec, events = start(argv)
     try:
         tf = tf_env.tensorflow()
         cluster = tf.train.ClusterSpec({"ps": list(spec.addresses)})

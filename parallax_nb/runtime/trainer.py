@@ -84,7 +84,6 @@ class Trainer:
     def _restore_and_broadcast(self) -> int:
         """The chief restores the newest checkpoint; every rank then starts from rank 0's
         values (and skips the batches already trained on, to continue the same stream)."""
-        tf = tensorflow()
         if self.chief and self.checkpoint is not None:
             prefix = latest_checkpoint(self.config.checkpoint_dir)
             if prefix:

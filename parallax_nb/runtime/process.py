@@ -1,0 +1,32 @@
+"""Start-up shared by the rank and server processes: their spec, their events pipe, and a
+watch that ends them with their supervising Dask worker."""
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+
+from ..events import EventWriter
+
+
+def exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """Die when the supervising Dask worker dies, so no process outlives its cluster."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="parallax-parent-watch").start()
+
+
+def start(argv):
+    """``argv`` is ``[program, SPEC_PATH, EVENTS_FD]``; returns (spec, EventWriter)."""
+    spec_path, events_fd = argv[1], int(argv[2])
+    events = EventWriter(events_fd)
+    exit_with_parent()
+    with open(spec_path, "rb") as f:
+        return pickle.load(f), events

@@ -26,17 +26,26 @@ def topic_of(run_id: str) -> str:
 
 
 class EventWriter:
-    """Used by the rank: one JSON object per line on the inherited file descriptor."""
+    """Used by the rank: one JSON object per line on the inherited file descriptor.
 
-    def __init__(self, fd: int):
+    A broken pipe means the supervisor is gone; ``on_orphaned`` (the process's exit) runs.
+    """
+
+    def __init__(self, fd: int, on_orphaned=None):
         self._file = os.fdopen(fd, "w", buffering=1)
         self._lock = threading.Lock()
+        self._on_orphaned = on_orphaned
 
     def send(self, kind: str, **fields):
         fields.update(type=kind, time=time.time())
         line = json.dumps(fields, default=float)
-        with self._lock:
-            self._file.write(line + "\n")
+        try:
+            with self._lock:
+                self._file.write(line + "\n")
+        except BrokenPipeError:
+            if self._on_orphaned is None:
+                raise
+            self._on_orphaned()
 
 
 class EventForwarder(threading.Thread):

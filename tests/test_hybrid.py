@@ -62,7 +62,7 @@ def test_hybrid_equals_one_process_over_the_same_examples(cluster, optimizer, ra
     assert sorted(trained) == sorted(reference)
     for name in reference:
         assert relative_error(trained[name], reference[name]) < 1e-5, name
-    placement = run.report().placements.set_index("name")
+    placement = run.analysis.replan(mode=run.mode).to_frame().set_index("name")
     assert placement.loc[SPARSE, "placement"] == "ps"
     assert placement.loc[SPARSE, "partitions"] == partitions
     assert placement.loc["out/kernel:0", "placement"] == "allreduce"

@@ -1,5 +1,6 @@
 """Horovod ranks on a real LocalCluster (separate processes): AR training, failures, stop."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -153,3 +154,19 @@ def test_command_line_trains_on_the_embedded_cluster():
     assert "finished, mode AR, 2 rank(s)" in result.stdout
     assert "4 steps in" in result.stdout
     assert rank_processes() == []
+
+
+def test_a_killed_dask_worker_fails_the_run_and_leaves_no_process_or_files(tmp_path):
+    import glob
+
+    with px.connect(local=2) as cluster:
+        run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                       config=px.Config(mode="AR", steps=1_000_000, batch_size=4))
+        assert wait_for(lambda: len(run.metrics) > 4, timeout=120)
+        worker = run.slots[1].device.worker
+        worker_pid = cluster.client.run(os.getpid, workers=[worker])[worker]
+        os.kill(worker_pid, signal.SIGKILL)
+        with pytest.raises(px.ParallaxError, match="rank 1 .*(left the cluster|failed)"):
+            run.wait(timeout=60)
+        assert wait_until_gone(list(run.pids.values())) == []
+        assert wait_for(lambda: not glob.glob(f"/tmp/parallax-{run.run_id}-*"), timeout=10)

@@ -113,6 +113,7 @@ class Run:
         from distributed import as_completed
 
         ranks_left = len(rank_futures)
+        self._futures = list(rank_futures) + list(server_futures)
         try:
             for future in as_completed(list(rank_futures) + list(server_futures)):
                 is_rank = future in rank_futures
@@ -148,6 +149,10 @@ class Run:
                 slot = gone[0]
                 self._fail(RankError(slot.rank, slot.host, f"Dask worker {slot.device.worker} "
                                                            f"left the cluster"))
+                # The lost worker's task never reports back; the others stop on the stop
+                # event. Give them time to clean up, then cancel what is left.
+                if not self._done.wait(LOST_WORKER_GRACE_SECONDS):
+                    self.client.cancel(self._futures)
                 return
 
     def _fail(self, exc: BaseException):
@@ -223,6 +228,7 @@ class Run:
 
 
 HOROVOD_SHUTDOWN = "Horovod has been shut down"
+LOST_WORKER_GRACE_SECONDS = 10.0
 
 
 def _is_echo(exc) -> bool:

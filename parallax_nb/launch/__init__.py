@@ -43,8 +43,8 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     mode = report.mode
     if mode == "PS":
         raise ConfigError(
-            "PS mode (every variable on the parameter servers) is not available yet: dense "
-            "variables on the servers do not train correctly in this version. Use "
+            "PS mode (every variable on the parameter servers) is not available yet: it does "
+            "not yet train to the single-process values in every configuration. Use "
             "mode='HYBRID' (sparse variables on the servers) or mode='AR'"
             + (f"; note: {report.mode_note}" if report.mode_note else ""))
     if mode == "AR":

@@ -127,7 +127,12 @@ class ServerSync:
                                             tf.shape(part_var, out_type=tf.int64))
                 else:
                     grad = tf.add_n([item[0] for item in items]) / self.spec.size
-                updates.append(optimizer.apply_gradients([(grad, part_var)]))
+                optimizer.apply_gradients([(grad, part_var)])
+                # What apply_gradients returns is the optimizer's step counter, not the
+                # variable's update. A one-row read of the partition is ordered after the
+                # update by tf.function's automatic control dependencies (same resource),
+                # so waiting for it means waiting for the update.
+                updates.append(part_var.sparse_read([0]))
         return updates
 
 

@@ -170,3 +170,17 @@ def test_a_killed_dask_worker_fails_the_run_and_leaves_no_process_or_files(tmp_p
             run.wait(timeout=60)
         assert wait_until_gone(list(run.pids.values())) == []
         assert wait_for(lambda: not glob.glob(f"/tmp/parallax-{run.run_id}-*"), timeout=10)
+
+
+def test_connect_to_a_cluster_object():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as local:
+        cluster = px.connect(local)
+        try:
+            inventory = cluster.inventory()
+            assert list(inventory["kind"]) == ["CPU", "CPU"]
+            assert cluster.scheduler_address == local.scheduler_address
+        finally:
+            cluster.close()

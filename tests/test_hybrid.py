@@ -126,8 +126,27 @@ def test_dense_model_in_hybrid_runs_as_allreduce_and_says_so(cluster):
     assert "HYBRID runs as AR for this model" in run.notes
 
 
-def test_ps_mode_is_refused_with_a_clear_message(cluster):
-    with pytest.raises(px.ConfigError, match="PS mode .* is not available yet"):
-        px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
-                 config=px.Config(mode="PS", steps=2, batch_size=4))
-    assert server_processes() == []
+PS_CASES = [  # optimizer, ranks, partitions, local aggregation, hosts, average_sparse
+    ("sgd", 2, 2, False, 1, False),
+    ("sgd", 2, 2, True, 1, True),
+    ("adagrad", 3, 3, True, 2, True),
+    ("adagrad", 3, 1, False, 2, False),
+]
+
+
+@pytest.mark.parametrize("optimizer, ranks, partitions, aggregate, hosts, average", PS_CASES,
+                         ids=["-".join(map(str, c)) for c in PS_CASES])
+def test_ps_mode_equals_one_process(cluster, optimizer, ranks, partitions, aggregate, hosts,
+                                    average):
+    as_hosts(cluster, hosts)
+    program = programs.keras_embedding_program(optimizer_fn=getattr(programs, optimizer))
+    config = px.Config(mode="PS", steps=4, batch_size=4, partitions=partitions,
+                       local_aggregation=aggregate, average_sparse=average)
+    run = px.train(program, cluster=cluster, select=ranks, config=config)
+    trained = run.result(timeout=300)
+    reference, _ = train_single_device(program, steps=4, batch_size=4 * ranks,
+                                       gradient_scale=None if average else {SPARSE: ranks})
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-5, name
+    placement = run.analysis.replan(mode="PS").to_frame().set_index("name")
+    assert set(placement["placement"]) == {"ps"}

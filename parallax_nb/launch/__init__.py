@@ -6,7 +6,6 @@ import uuid
 from typing import Optional
 
 from ..config import Config
-from ..errors import ConfigError
 from ..events import topic_of
 from ..program import Program
 from ..runtime.spec import RankSpec
@@ -41,12 +40,6 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     report = (report or analyze(program, steps=2, config=config)).replan(
         mode=config.mode, servers=servers, machines=hosts, workers_per_machine=ranks_per_host)
     mode = report.mode
-    if mode == "PS":
-        raise ConfigError(
-            "PS mode (every variable on the parameter servers) is not available yet: it does "
-            "not yet train to the single-process values in every configuration. Use "
-            "mode='HYBRID' (sparse variables on the servers) or mode='AR'"
-            + (f"; note: {report.mode_note}" if report.mode_note else ""))
     if mode == "AR":
         servers = 0
     run_id = uuid.uuid4().hex[:10]

@@ -91,14 +91,19 @@ class ServerSync:
         # Every rank uses the results of its local collectives (their size is accounted):
         # on a rank that does not push they would otherwise feed nothing, and the host's
         # pusher would wait for that rank's half of the collective forever.
+        # Accounting alone does not keep them: the size of a dense result is known statically
+        # (tf.size folds to a constant) and Horovod's ops are not stateful, so an unread one
+        # is pruned. A rank that does not push returns the results; the step fetches them.
         local = tf.constant(0, tf.int64)
+        collective_results = []
         if self.aggregate:
-            for t in [t for i in sparse_idx for t in payload[i]] + \
-                     [dense[i] for i in dense_idx]:
+            collective_results = [t for i in sparse_idx for t in payload[i]] + \
+                                 [dense[i] for i in dense_idx]
+            for t in collective_results:
                 local += tf.size(t, out_type=tf.int64) * t.dtype.size
         ops, pushed = [], tf.constant(0, tf.int64)
         if not self.is_pusher:
-            return ops, pushed, local
+            return collective_results, pushed, local
         for i in sparse_idx:
             indices, values = _deduplicate(tf, *payload[i])
             pushed += tf.size(indices, out_type=tf.int64) * 8 + \

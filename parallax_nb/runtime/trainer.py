@@ -122,14 +122,24 @@ class Trainer:
                         waits = waits + server_sync.apply()
             with tf.control_dependencies(waits):
                 local_grads = [_after(tf, g) for g in local_grads]
-                barrier = tf.zeros([1])
-            synced = sync(local_grads + [barrier])[:-1]
+                # Not a constant: Horovod's ops are not stateful, and Grappler folds an op
+                # whose inputs are constants, i.e. would run this AllReduce once while
+                # optimising the graph and never again.
+                barrier = tf.reshape(tf.reduce_sum(tf.cast(loss, tf.float32)), [1])
+            synced = sync(local_grads + [barrier])
+            synced, barrier_done = synced[:-1], synced[-1]
             optimizer.apply_gradients([(g, v) for g, v in zip(synced, variables[:n_local])
                                        if g is not None])
             counter.assign_add(1)
             traffic = accounting.measure(local_grads, server_grads, synced, pushed)
             traffic["local_bytes"] = local
-            return loss, traffic
+            # Horovod's ops are not stateful, so one whose result nothing *reads* is dropped
+            # (a control dependency on it is not enough: Grappler turns an op without data
+            # consumers and without side effects into a NoOp). The barrier (in PS mode no
+            # local gradient shares its AllReduce) and the local collectives of a rank that
+            # does not push are therefore returned.
+            keep = [barrier_done] + [w for w in waits if isinstance(w, tf.Tensor)]
+            return loss, traffic, keep
 
         return step
 
@@ -147,7 +157,7 @@ class Trainer:
         saved = None
         for step_number, batch in enumerate(itertools.islice(batches, remaining),
                                             start=self.start_step + 1):
-            loss, traffic = self._step(batch)
+            loss, traffic, _ = self._step(batch)
             loss = float(loss)
             now = time.perf_counter()
             if step_number % config.log_every == 0 or step_number == config.steps:

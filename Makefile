@@ -8,6 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 setup:
 	@bash scripts/setup_env.sh
+	@bash scripts/setup_system.sh
 
 # The main job: HYBRID training of the bundled language model (200k-word vocabulary, sampled
 # softmax) on an embedded local Dask cluster of 2 workers, with its analysis and run report.
@@ -17,6 +18,16 @@ run: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
+# in benchmarks/results/. bench-quick is the seconds-long variant that CI runs through tests.
+bench: setup
+	$(PY) -m benchmarks.paper_comparison
+	$(PY) -m benchmarks.partition_search
+
+bench-quick: setup
+	$(PY) -m benchmarks.paper_comparison --quick
+	$(PY) -m benchmarks.partition_search --quick
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -31,6 +31,8 @@ TEST = [
     "jupyterlab>=4.2",
     "ipykernel>=6.29",
     "playwright>=1.45",
+    "jupyterhub>=5.0",
+    "matplotlib>=3.8",
 ]
 
 setup(

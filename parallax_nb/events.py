@@ -64,7 +64,6 @@ class EventForwarder(threading.Thread):
         self._flush_seconds = flush_seconds
         self._pending = []
         self.error = None
-        self.messages = 0
 
     def run(self):
         buffer = b""
@@ -90,7 +89,6 @@ class EventForwarder(threading.Thread):
             message = json.loads(line)
         except ValueError:
             return
-        self.messages += 1
         if message.get("type") == STEP:
             self._pending.append(message)
             return

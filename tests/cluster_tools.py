@@ -1,19 +1,34 @@
-"""Helpers for tests that start real processes: find rank processes, wait for them to go."""
+"""Helpers for tests that start real processes: find what a run or a cluster started, wait
+for it to go. Scoped to the test's own run or cluster, so another suite running on the same
+machine cannot make a check fail (or pass)."""
+import os
 import time
 
 import psutil
 
-RANK_MODULE = "parallax_nb.runtime.rank"
-SERVER_MODULE = "parallax_nb.runtime.server"
 
-
-def rank_processes(module=RANK_MODULE):
+def run_processes(run_id):
+    """Live rank and server processes of one run (their command lines name its work dirs)."""
+    tag = f"parallax-{run_id}-"
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "status"]):
         try:
-            if module in " ".join(process.info["cmdline"] or []):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and \
+                    tag in " ".join(process.info["cmdline"] or []):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def cluster_children(cluster):
+    """Live processes started below the cluster's Dask workers (ranks, servers)."""
+    found = []
+    for pid in cluster.client.run(os.getpid).values():
+        try:
+            found += [c for c in psutil.Process(pid).children(recursive=True)
+                      if c.status() != psutil.STATUS_ZOMBIE]
+        except psutil.NoSuchProcess:
             continue
     return found
 
@@ -36,7 +51,3 @@ def wait_for(condition, timeout=60.0, interval=0.1):
             return True
         time.sleep(interval)
     return False
-
-
-def server_processes():
-    return rank_processes(SERVER_MODULE)

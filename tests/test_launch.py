@@ -1,5 +1,6 @@
 """Horovod ranks on a real LocalCluster (separate processes): AR training, failures, stop."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 import parallax_nb as px
 import programs
-from cluster_tools import rank_processes, wait_for, wait_until_gone
+from cluster_tools import cluster_children, run_processes, wait_for, wait_until_gone
 from parallax_nb.cluster import ClusterError, SelectionError
 from parallax_nb.runtime.single import train_single_device
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.timeout(300)
 def cluster():
     with px.connect(local=2, slots_per_worker=2) as cluster:
         yield cluster
-    assert wait_until_gone([p.pid for p in rank_processes()]) == []
+        assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
 
 
 def relative_error(a, b):
@@ -56,7 +57,7 @@ def test_a_rank_exception_names_rank_and_traceback_and_leaves_nothing_running(cl
     assert "Traceback" in error.traceback and "failing_model" in error.traceback
     assert run.status == "failed"
     assert wait_until_gone(list(run.pids.values())) == []
-    assert rank_processes() == []
+    assert run_processes(run.run_id) == []
     # the same cluster runs the next job
     again = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
                      config=px.Config(mode="AR", steps=2, batch_size=4))
@@ -116,7 +117,7 @@ def test_nothing_selected_and_more_ranks_than_devices(cluster):
         px.train(programs.keras_embedding_program(), cluster=cluster, select=[])
     with pytest.raises(SelectionError, match="asked for 9 ranks but only 4 CPU device"):
         px.train(programs.keras_embedding_program(), cluster=cluster, select=9)
-    assert rank_processes() == []
+    assert cluster_children(cluster) == []
 
 
 def test_unpicklable_program_is_refused_before_anything_starts(cluster):
@@ -125,7 +126,7 @@ def test_unpicklable_program_is_refused_before_anything_starts(cluster):
     with pytest.raises(px.ProgramError, match="optimizer_fn cannot be pickled"):
         px.train(program, cluster=cluster, select=2, config=px.Config(mode="AR"))
     assert not any(cluster.client.processing().values())
-    assert rank_processes() == []
+    assert cluster_children(cluster) == []
 
 
 def test_unreachable_scheduler_fails_within_the_timeout_naming_the_address():
@@ -153,7 +154,8 @@ def test_command_line_trains_on_the_embedded_cluster():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finished, mode AR, 2 rank(s)" in result.stdout
     assert "4 steps in" in result.stdout
-    assert rank_processes() == []
+    run_id = re.search(r"^Run (\w+):", result.stdout, re.M).group(1)
+    assert run_processes(run_id) == []
 
 
 def test_a_killed_dask_worker_fails_the_run_and_leaves_no_process_or_files(tmp_path):

@@ -80,10 +80,6 @@ class CostEstimate:
     def to_frame(self) -> pd.DataFrame:
         return self.per_variable.copy()
 
-    def totals_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"mode": mode, "send_bytes": s, "recv_bytes": r}
-                             for mode, (s, r) in self.totals.items()]).set_index("mode")
-
     def __str__(self):
         lines = [f"bytes per machine per step, {self.machines} machine(s) x "
                  f"{self.workers_per_machine} rank(s), local aggregation "

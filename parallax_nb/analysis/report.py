@@ -59,10 +59,6 @@ class AnalysisReport:
     def placements(self) -> Tuple[VariablePlacement, ...]:
         return plan_placement(self.variables, self.config.mode, self.servers, self.config)
 
-    @property
-    def sparse_variables(self) -> Tuple[str, ...]:
-        return tuple(v.name for v in self.variables if v.kind == "sparse")
-
     def server_loads(self):
         """Bytes held by each parameter server under this placement."""
         return server_loads(self.placements, self.servers)

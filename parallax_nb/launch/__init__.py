@@ -56,7 +56,7 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
         host_ranks = tuple(tuple(s.rank for s in slots if s.host == host)
                            for host in selection.hosts)
         specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
-                          local_size=s.local_size, host=s.host, device_kind=s.device.kind,
+                          local_size=s.local_size, host=s.host,
                           program=payload, config=config, mode=mode,
                           environment=s.horovod_environment(rendezvous.address, rendezvous.port),
                           topic=run.topic, stop_event=stop_event.name, hosts=hosts,

@@ -13,7 +13,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -127,10 +126,10 @@ def terminate(process: subprocess.Popen) -> None:
 
 def free_port(dask_worker=None) -> str:
     """An ``ip:port`` free on this worker's machine (run on the worker by the client)."""
+    from distributed.utils import open_port
+
     host = urlparse(dask_worker.address).hostname if dask_worker is not None else "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return f"{host}:{s.getsockname()[1]}"
+    return f"{host}:{open_port(host)}"
 
 
 def _tail(path: str) -> str:

@@ -1,66 +1,29 @@
-"""Checkpoints written by the chief, atomically, and restored on relaunch.
+"""Checkpoints written by the chief and restored on relaunch.
 
-Layout of ``checkpoint_dir``::
-
-    step-00000040/ckpt.index, ckpt.data-*   one tf.train.Checkpoint per save
-    latest                                  the name of the newest complete save
-
-A save is written into a hidden temporary directory, renamed into place, and only then
-named in ``latest`` (itself replaced atomically), so a crash mid-save leaves the previous
-checkpoint intact and never a half-written one where a restore would look.
+Writing, numbering, the "latest" pointer and pruning are TensorFlow's
+``tf.train.CheckpointManager``: it writes a save completely before it names it in the
+directory's ``checkpoint`` state file (itself replaced atomically), so a crash mid-save
+leaves the previous checkpoint as the one a restore finds, never a half-written one.
+What this module adds is *when* to save: every N steps and/or every S seconds.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from typing import Optional
 
-LATEST = "latest"
-PREFIX = "ckpt"
+from ..tf_env import tensorflow
+
 KEEP = 2
 
 
-def latest_checkpoint(directory: str) -> Optional[str]:
-    """Path prefix of the newest complete checkpoint, or None."""
-    try:
-        with open(os.path.join(directory, LATEST)) as f:
-            name = f.read().strip()
-    except FileNotFoundError:
-        return None
-    prefix = os.path.join(directory, name, PREFIX)
-    return prefix if os.path.exists(prefix + ".index") else None
+def manager(checkpoint, directory: str):
+    return tensorflow().train.CheckpointManager(checkpoint, directory, max_to_keep=KEEP,
+                                                checkpoint_name="ckpt")
 
 
 def step_of(prefix: str) -> int:
-    return int(os.path.basename(os.path.dirname(prefix)).split("-")[1])
-
-
-def save_atomically(checkpoint, directory: str, step: int) -> str:
-    """Write ``checkpoint`` (a tf.train.Checkpoint) for ``step``; return its prefix."""
-    os.makedirs(directory, exist_ok=True)
-    name = f"step-{step:08d}"
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=directory)
-    checkpoint.write(os.path.join(staging, PREFIX))
-    final = os.path.join(directory, name)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    pointer = os.path.join(directory, f".{LATEST}.partial")
-    with open(pointer, "w") as f:
-        f.write(name)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, os.path.join(directory, LATEST))
-    _prune(directory, keep=KEEP)
-    return os.path.join(final, PREFIX)
-
-
-def _prune(directory: str, keep: int) -> None:
-    saves = sorted(d for d in os.listdir(directory) if d.startswith("step-"))
-    for old in saves[:-keep]:
-        shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+    """The step a checkpoint was saved at (``.../ckpt-40`` -> 40)."""
+    return int(prefix.rsplit("-", 1)[1])
 
 
 class CheckpointPolicy:

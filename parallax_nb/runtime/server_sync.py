@@ -88,12 +88,10 @@ class ServerSync:
                 stable_names([dense[i] for i in dense_idx], "parallax_local_dense"),
                 op=self.hvd.Sum, process_set=self.host_set)
             dense = dict(zip(dense_idx, summed))
-        # Every rank uses the results of its local collectives (their size is accounted):
-        # on a rank that does not push they would otherwise feed nothing, and the host's
-        # pusher would wait for that rank's half of the collective forever.
-        # Accounting alone does not keep them: the size of a dense result is known statically
-        # (tf.size folds to a constant) and Horovod's ops are not stateful, so an unread one
-        # is pruned. A rank that does not push returns the results; the step fetches them.
+        # A rank that does not push must still run its half of the local collectives, or
+        # the host's pusher waits for it forever. Horovod's ops are not stateful, so one
+        # whose result nothing reads is pruned: such a rank returns the results as its
+        # "ops to wait for", and the step function returns them (see Trainer._make_step).
         local = tf.constant(0, tf.int64)
         collective_results = []
         if self.aggregate:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import socket
 from typing import Dict, List
 
 from ..errors import ProgramError
@@ -39,10 +38,10 @@ def connect_to_servers(hvd, rank: int, size: int, servers, own_host: str = "127.
 
 
 def _connect(rank: int, servers, own_host: str) -> None:
+    from distributed.utils import open_port
+
     tf = tensorflow()
-    with socket.socket() as s:
-        s.bind((own_host, 0))
-        own = f"{own_host}:{s.getsockname()[1]}"
+    own = f"{own_host}:{open_port(own_host)}"
     job = f"w{rank}"
     cluster = tf.train.ClusterSpec({"ps": list(servers), job: [own]})
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, rpc_layer="grpc")

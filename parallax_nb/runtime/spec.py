@@ -15,7 +15,6 @@ class RankSpec:
     local_rank: int
     local_size: int
     host: str
-    device_kind: str                 # "GPU" or "CPU"
     program: bytes                   # cloudpickled parallax_nb.Program
     config: Config
     mode: str                        # the effective mode (after HYBRID fallbacks)

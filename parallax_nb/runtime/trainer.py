@@ -16,7 +16,7 @@ from ..program import Program
 from ..tf_env import build_optimizer, tensorflow, trainable_variables
 from .accounting import Accounting
 from .allreduce import AllReduceSync
-from .checkpoint import CheckpointPolicy, latest_checkpoint, save_atomically, step_of
+from .checkpoint import CheckpointPolicy, manager, step_of
 from .data import endless_batches, named_weights
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
@@ -44,8 +44,11 @@ class Trainer:
         with scope:
             self.model = program.model()
             self.first_batch = next(self.batches)
-            # Build lazily created variables (subclassed models, tf.Module) without updating.
-            compute_loss(program, self.model, self.first_batch)
+            if not _built(self.model):
+                # Lazily created variables (subclassed models, tf.Module) appear at the first
+                # call. Only then: an eager lookup in a partitioned server table reads the
+                # whole table, which a built model never needs to do here.
+                compute_loss(program, self.model, self.first_batch)
         if self.servers and self.chief:
             self._barrier("parallax_servers_ready")
         self.optimizer = program.optimizer()
@@ -59,7 +62,8 @@ class Trainer:
         self.replicated = [v for v in self.model.variables if id(v) not in on_server]
         build_optimizer(self.optimizer, self.local_variables)
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
-        self.checkpoint = self._make_checkpoint() if self.config.checkpoint_dir else None
+        self.checkpoints = (manager(self._make_checkpoint(), self.config.checkpoint_dir)
+                            if self.config.checkpoint_dir else None)
         self.start_step = self._restore_and_broadcast()
         self.accounting = Accounting(spec, self.local_variables, self.server_sync)
         self._step = self._make_step()
@@ -84,10 +88,10 @@ class Trainer:
     def _restore_and_broadcast(self) -> int:
         """The chief restores the newest checkpoint; every rank then starts from rank 0's
         values (and skips the batches already trained on, to continue the same stream)."""
-        if self.chief and self.checkpoint is not None:
-            prefix = latest_checkpoint(self.config.checkpoint_dir)
+        if self.chief and self.checkpoints is not None:
+            prefix = self.checkpoints.latest_checkpoint
             if prefix:
-                self.checkpoint.read(prefix).expect_partial()
+                self.checkpoints.checkpoint.read(prefix).expect_partial()
                 self.events.send(INFO, rank=0, message=f"restored step {step_of(prefix)} "
                                                        f"from {prefix}")
         # Rank 0's replicated state goes to every rank: model variables, the dense
@@ -167,12 +171,12 @@ class Trainer:
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
                                  **{k: int(v) for k, v in traffic.items()})
-            if self.checkpoint is not None and self.chief and policy.due(step_number):
-                saved = save_atomically(self.checkpoint, config.checkpoint_dir, step_number)
+            if self.checkpoints is not None and self.chief and policy.due(step_number):
+                saved = self.checkpoints.save(checkpoint_number=step_number)
             previous = time.perf_counter()
-        if self.checkpoint is not None and self.chief and remaining and \
+        if self.checkpoints is not None and self.chief and remaining and \
                 (saved is None or step_of(saved) != config.steps):
-            save_atomically(self.checkpoint, config.checkpoint_dir, config.steps)
+            self.checkpoints.save(checkpoint_number=config.steps)
         return self.weights()
 
     def weights(self) -> dict:
@@ -181,6 +185,11 @@ class Trainer:
         if self.servers:
             weights.update(self.servers.values())
         return weights
+
+
+def _built(model) -> bool:
+    """A Keras model whose variables all exist already (functional, or built)."""
+    return bool(getattr(model, "built", False)) and bool(model.trainable_variables)
 
 
 def _after(tf, grad):

@@ -16,3 +16,10 @@ __version__ = "0.1.0"
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "train", "Run", "ParallaxError", "ProgramError", "ConfigError",
            "RankError", "RunStopped"]
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext parallax_nb``: register the ``%parallax`` magics."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)

@@ -76,6 +76,17 @@ class AnalysisReport:
             servers=servers or self.servers, machines=machines or self.machines,
             workers_per_machine=workers_per_machine or self.workers_per_machine)
 
+    def for_selection(self, selection, *, mode: Optional[str] = None,
+                      servers: Optional[int] = None,
+                      partitions=dataclasses.MISSING) -> "AnalysisReport":
+        """This report planned for the devices of ``selection``: its hosts are the machines
+        (one parameter server each unless ``servers`` says), and the busiest host's device
+        count is the ranks per machine, as `px.train` will run it."""
+        hosts = selection.by_host()
+        return self.replan(mode=mode, servers=servers or len(hosts), partitions=partitions,
+                           machines=len(hosts),
+                           workers_per_machine=max(len(d) for d in hosts.values()))
+
     def estimate(self, machines: Optional[int] = None,
                  workers_per_machine: Optional[int] = None) -> CostEstimate:
         """Bytes per machine per step under HYBRID, PS and AR (see analysis/cost.py)."""

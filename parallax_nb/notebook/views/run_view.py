@@ -1,0 +1,91 @@
+"""What the run panel shows: progress, the points of its live plots, and the outcome.
+
+Step records arrive per rank (``Run.on_metrics``) on the Dask client's thread, in any order.
+A step counts as done, and gets a point on the totals plots, once every rank has reported it;
+each rank's own throughput is plotted as its records come. Points are handed out once
+(`take_points`), so a plot only ever streams what is new.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Optional, Sequence
+
+from tqdm import tqdm
+
+TOTAL_SERIES = ("step", "examples_per_sec", "step_time", "loss")
+RANK_SERIES = ("step", "examples_per_sec")
+
+
+class RunView:
+    """Progress and plot data of one run, fed with step records."""
+
+    def __init__(self, total_steps: int, ranks: Sequence[int]):
+        self.total_steps = total_steps
+        self.ranks = list(ranks)
+        self._lock = threading.Lock()
+        self._last_step = {rank: 0 for rank in self.ranks}
+        self._waiting: Dict[int, Dict[int, dict]] = {}          # step -> {rank: record}
+        self._new_rank_points = {rank: _series(RANK_SERIES) for rank in self.ranks}
+        self._new_total_points = _series(TOTAL_SERIES)
+        self._latest_total: Optional[dict] = None
+
+    def add(self, records: List[dict]) -> None:
+        with self._lock:
+            for record in sorted(records, key=lambda r: (r["step"], r["rank"])):
+                self._add(record)
+
+    def _add(self, record: dict) -> None:
+        rank, step = record["rank"], record["step"]
+        self._last_step[rank] = max(self._last_step[rank], step)
+        points = self._new_rank_points[rank]
+        points["step"].append(step)
+        points["examples_per_sec"].append(record["examples_per_sec"])
+        waiting = self._waiting.setdefault(step, {})
+        waiting[rank] = record
+        if len(waiting) == len(self.ranks):
+            del self._waiting[step]
+            total = {"step": step,
+                     "examples_per_sec": sum(r["examples_per_sec"] for r in waiting.values()),
+                     "step_time": max(r["step_time"] for r in waiting.values()),
+                     "loss": sum(r["loss"] for r in waiting.values()) / len(waiting)}
+            for name in TOTAL_SERIES:
+                self._new_total_points[name].append(total[name])
+            self._latest_total = total
+
+    @property
+    def steps_done(self) -> int:
+        """Steps every rank has finished."""
+        with self._lock:
+            return min(self._last_step.values()) if self._last_step else 0
+
+    @property
+    def latest(self) -> Optional[dict]:
+        """The newest step all ranks have reported: total examples/s, slowest step time,
+        mean loss."""
+        with self._lock:
+            return dict(self._latest_total) if self._latest_total else None
+
+    def take_points(self):
+        """(totals, per rank) points that arrived since the last call, as column lists."""
+        with self._lock:
+            totals, self._new_total_points = self._new_total_points, _series(TOTAL_SERIES)
+            per_rank = self._new_rank_points
+            self._new_rank_points = {rank: _series(RANK_SERIES) for rank in self.ranks}
+        return totals, per_rank
+
+    def progress(self, elapsed: float) -> str:
+        """tqdm's meter: ``40%|####      | 40/100 [00:10<00:15, 3.96step/s]``."""
+        return tqdm.format_meter(self.steps_done, self.total_steps, elapsed, unit="step",
+                                 ncols=60)
+
+    def text(self, status: str, elapsed: float) -> str:
+        line = f"{status}: {self.progress(elapsed)}"
+        latest = self.latest
+        if latest:
+            line += (f"  {latest['examples_per_sec']:,.0f} examples/s, step "
+                     f"{latest['step_time'] * 1000:.0f} ms, loss {latest['loss']:.4f}")
+        return line
+
+
+def _series(names) -> Dict[str, list]:
+    return {name: [] for name in names}

@@ -1,0 +1,136 @@
+"""The %parallax magics in a real IPython shell (no kernel, so the text forms are printed):
+argument handling, help, errors, and a training run launched from a cell on a LocalCluster
+with the selection edited as the cluster panel would."""
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import programs
+from cluster_tools import cluster_children, run_processes, wait_until_gone
+from parallax_nb.errors import ConfigError, ParallaxError, ProgramError
+from parallax_nb.notebook import current_session
+
+CELL = """
+import numpy as np
+import tensorflow as tf
+
+ROWS = 40
+
+def model_fn():
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(3,), dtype="int64"),
+        tf.keras.layers.Embedding(ROWS, 4, name="words"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.{dense}(1, name="out")])
+
+def loss_fn(model, batch):
+    ids, target = batch
+    return tf.reduce_mean(tf.square(model(ids)[:, 0] - target))
+
+def dataset_fn(shard, num_shards, batch_size=4):
+    rng = np.random.default_rng(0)
+    ids, target = rng.integers(0, ROWS, (64, 3)), rng.normal(size=64).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], target[shard::num_shards])).batch(batch_size, drop_remainder=True)
+
+def optimizer_fn():
+    return tf.keras.optimizers.SGD(0.1)
+"""
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "parallax_nb")
+    yield ip
+    current_session().close()
+
+
+def magic(shell, line, cell=None):
+    if cell is None:
+        return shell.run_line_magic("parallax", line)
+    return shell.run_cell_magic("parallax", line, cell)
+
+
+def test_help_lists_every_command_with_its_options(shell, capsys):
+    magic(shell, "--help")
+    text = capsys.readouterr().out
+    for command in ("connect", "cluster", "analyze", "train", "status", "stop", "wait"):
+        assert command in text
+    assert "--partitions P" in text and "--local N" in text
+    assert "--batch-size" in shell.find_line_magic("parallax").__doc__   # %parallax?
+    magic(shell, "train --help")
+    assert "--no-local-aggregation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, message", [
+    ("frobnicate", "invalid choice: 'frobnicate'"),
+    ("train --steps 3", "train is a cell magic"),
+    ("connect tcp://127.0.0.1:1 --local 2", "cannot be combined with an ADDRESS"),
+    ("analyze p --mode XX", "invalid choice: 'XX'"),
+    ("connect --local two", "invalid int value: 'two'"),
+])
+def test_bad_arguments_are_usage_errors_saying_what_is_wrong(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        magic(shell, line)
+
+
+def test_bad_values_and_missing_state_say_how_to_fix_them(shell):
+    with pytest.raises(UsageError, match="takes no cell body"):
+        magic(shell, "status", "x = 1")
+    with pytest.raises(ConfigError, match="partitions"):
+        magic(shell, "train --partitions many", CELL.format(dense="Dense"))
+    with pytest.raises(ConfigError, match="steps must be a positive integer"):
+        magic(shell, "train --steps 0", CELL.format(dense="Dense"))
+    with pytest.raises(ParallaxError, match="no run in this session yet"):
+        magic(shell, "status")
+    shell.user_ns["not_a_program"] = 3
+    with pytest.raises(ProgramError, match="not_a_program is a int, not a parallax_nb.Program"):
+        magic(shell, "analyze not_a_program")
+    with pytest.raises(ProgramError, match="neither a name in this notebook"):
+        magic(shell, "analyze nowhere")
+    with pytest.raises(ProgramError, match="the cell must define loss_fn, dataset_fn"):
+        magic(shell, "train", "def model_fn(): pass\ndef optimizer_fn(): pass\n"
+                              "loss_fn = dataset_fn = None")
+
+
+def test_analyze_prints_the_variables_and_the_cost_per_mode(shell, capsys):
+    shell.user_ns["prog"] = programs.keras_embedding_program()
+    magic(shell, "analyze prog --steps 2 --partitions 3 --servers 2")
+    text = capsys.readouterr().out
+    assert "emb/embeddings:0" in text and "sparse" in text
+    assert "0,1,0" in text                       # three partitions over two servers
+    assert "recommended:" in text
+
+
+def test_train_runs_the_cell_on_the_ticked_devices(shell, capsys):
+    magic(shell, "connect --local 2")
+    out = capsys.readouterr().out
+    assert "2 of 2 device(s) selected" in out
+    session = current_session()
+    untick = session.cluster_view.selected_keys[1]
+    session.cluster_view.set_selected(untick, False)     # what unticking in the panel does
+    magic(shell, "train --mode HYBRID --steps 3 --batch-size 4 --wait --out run",
+          CELL.format(dense="Dense"))
+    run = shell.user_ns["run"]
+    assert run.status == "finished" and len(run.slots) == 1
+    assert run.slots[0].device.key != untick
+    assert sorted(run.metrics["step"]) == [1, 2, 3]
+    assert callable(shell.user_ns["model_fn"])           # the cell ran as notebook code
+    printed = capsys.readouterr().out
+    assert "mode HYBRID, 1 rank(s)" in printed           # the final report
+    magic(shell, "status")
+    assert "finished" in capsys.readouterr().out
+
+
+def test_a_typo_in_model_fn_is_a_normal_error_and_starts_nothing(shell):
+    session = current_session()
+    if session.cluster is None:
+        magic(shell, "connect --local 2")
+    before = session.run
+    with pytest.raises(ProgramError, match="has no attribute 'Dnse'"):
+        magic(shell, "train --steps 3", CELL.format(dense="Dnse"))
+    assert session.run is before                         # no run was launched
+    assert wait_until_gone([p.pid for p in cluster_children(session.cluster)]) == []
+    if before is not None:
+        assert run_processes(before.run_id) == []

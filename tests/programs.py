@@ -187,3 +187,33 @@ def distinct_ids(shard, num_shards, batch_size=100, rows=1_000_000, steps=8):
 
 def big_table_program():
     return px.Program(big_table_model, regression_loss, distinct_ids, adagrad, name="big_table")
+
+
+# -- the same kind of program as notebook code: the body of a `%%parallax train` cell ---------
+# (`{dense}` is the Dense layer's class name, so a test can put a typo there)
+CELL = """
+import numpy as np
+import tensorflow as tf
+
+ROWS = 40
+
+def model_fn():
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(3,), dtype="int64"),
+        tf.keras.layers.Embedding(ROWS, 4, name="words"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.{dense}(1, name="out")])
+
+def loss_fn(model, batch):
+    ids, target = batch
+    return tf.reduce_mean(tf.square(model(ids)[:, 0] - target))
+
+def dataset_fn(shard, num_shards, batch_size=4):
+    rng = np.random.default_rng(0)
+    ids, target = rng.integers(0, ROWS, (64, 3)), rng.normal(size=64).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], target[shard::num_shards])).batch(batch_size, drop_remainder=True)
+
+def optimizer_fn():
+    return tf.keras.optimizers.SGD(0.1)
+"""

@@ -6,36 +6,11 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 import programs
+from programs import CELL
 from cluster_tools import cluster_children, run_processes, wait_until_gone
 from parallax_nb.errors import ConfigError, ParallaxError, ProgramError
 from parallax_nb.notebook import current_session
 
-CELL = """
-import numpy as np
-import tensorflow as tf
-
-ROWS = 40
-
-def model_fn():
-    return tf.keras.Sequential([
-        tf.keras.Input(shape=(3,), dtype="int64"),
-        tf.keras.layers.Embedding(ROWS, 4, name="words"),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.{dense}(1, name="out")])
-
-def loss_fn(model, batch):
-    ids, target = batch
-    return tf.reduce_mean(tf.square(model(ids)[:, 0] - target))
-
-def dataset_fn(shard, num_shards, batch_size=4):
-    rng = np.random.default_rng(0)
-    ids, target = rng.integers(0, ROWS, (64, 3)), rng.normal(size=64).astype("float32")
-    return tf.data.Dataset.from_tensor_slices(
-        (ids[shard::num_shards], target[shard::num_shards])).batch(batch_size, drop_remainder=True)
-
-def optimizer_fn():
-    return tf.keras.optimizers.SGD(0.1)
-"""
 
 
 @pytest.fixture(scope="module")

@@ -130,9 +130,10 @@ def test_partitions_text_is_parsed_and_checked():
 
 
 # -- run panel -------------------------------------------------------------------------------
-def record(rank, step, eps, step_time=0.1, loss=1.0):
+def record(rank, step, eps, step_time=0.1, loss=1.0, time=None):
     return {"rank": rank, "host": "h0", "step": step, "loss": loss, "examples": 32,
-            "step_time": step_time, "examples_per_sec": eps}
+            "step_time": step_time, "examples_per_sec": eps,
+            "time": 1000.0 + step if time is None else time}
 
 
 def test_a_step_is_done_when_every_rank_reported_it():
@@ -152,8 +153,13 @@ def test_a_step_is_done_when_every_rank_reported_it():
     assert view.steps_done == 2 and view.latest["examples_per_sec"] == 230.0
 
 
-def test_progress_line_has_steps_and_eta():
-    view = RunView(total_steps=10, ranks=[0])
-    view.add([record(0, s, 100.0) for s in range(1, 5)])
-    text = view.text("running", elapsed=4.0)
-    assert "4/10" in text and "00:04<00:06" in text and "100 examples/s" in text
+def test_progress_line_has_steps_and_an_eta_from_the_speed_after_the_first_step():
+    view = RunView(total_steps=10, ranks=[0, 1])
+    # The first step took 30 s (start-up); then one step every 0.5 s.
+    view.add([record(r, 1, 100.0, time=1030.0) for r in (0, 1)])
+    view.add([record(r, s, 100.0, time=1030.0 + (s - 1) / 2) for r in (0, 1)
+              for s in range(2, 5)])
+    assert view.steps_per_second == 2.0
+    text = view.text("running", elapsed=31.5)
+    assert "4/10" in text and "00:31<00:03" in text and "2.00step/s" in text
+    assert "200 examples/s" in text

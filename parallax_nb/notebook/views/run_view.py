@@ -28,6 +28,7 @@ class RunView:
         self._new_rank_points = {rank: _series(RANK_SERIES) for rank in self.ranks}
         self._new_total_points = _series(TOTAL_SERIES)
         self._latest_total: Optional[dict] = None
+        self._first_done: Optional[tuple] = None   # (step, time) of the first step all did
 
     def add(self, records: List[dict]) -> None:
         with self._lock:
@@ -50,6 +51,8 @@ class RunView:
                      "loss": sum(r["loss"] for r in waiting.values()) / len(waiting)}
             for name in TOTAL_SERIES:
                 self._new_total_points[name].append(total[name])
+            total["time"] = max(r.get("time") or 0.0 for r in waiting.values())
+            self._first_done = self._first_done or (step, total["time"])
             self._latest_total = total
 
     @property
@@ -73,10 +76,21 @@ class RunView:
             self._new_rank_points = {rank: _series(RANK_SERIES) for rank in self.ranks}
         return totals, per_rank
 
+    @property
+    def steps_per_second(self) -> Optional[float]:
+        """Training speed since the first step (start-up and the first step's graph building
+        would make the ETA far too long)."""
+        with self._lock:
+            if self._first_done is None or self._latest_total is None:
+                return None
+            steps = self._latest_total["step"] - self._first_done[0]
+            seconds = self._latest_total["time"] - self._first_done[1]
+        return steps / seconds if steps > 0 and seconds > 0 else None
+
     def progress(self, elapsed: float) -> str:
         """tqdm's meter: ``40%|####      | 40/100 [00:10<00:15, 3.96step/s]``."""
         return tqdm.format_meter(self.steps_done, self.total_steps, elapsed, unit="step",
-                                 ncols=60)
+                                 ncols=60, rate=self.steps_per_second)
 
     def text(self, status: str, elapsed: float) -> str:
         line = f"{status}: {self.progress(elapsed)}"

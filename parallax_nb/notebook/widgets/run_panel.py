@@ -12,13 +12,14 @@ import ipywidgets as w
 
 from ..views.run_view import RunView
 from .panel import Panel
-from .throughput_plots import ThroughputPlots
+from .throughput_plots import ThroughputPlots, load_bokehjs
 
 REFRESH_SECONDS = 0.5
 
 
 class RunPanel(Panel):
     def __init__(self, title: str):
+        load_bokehjs()
         self.title = title
         self.run = None
         self.view: Optional[RunView] = None

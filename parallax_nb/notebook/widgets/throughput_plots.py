@@ -12,6 +12,15 @@ from jupyter_bokeh import BokehModel
 
 from ..views.run_view import RANK_SERIES, TOTAL_SERIES
 
+def load_bokehjs() -> None:
+    """Put BokehJS into the page (jupyter_bokeh draws with the page's BokehJS). Inline, not
+    from the CDN: hub deployments and closed networks often cannot reach it."""
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(resources=INLINE, hide_banner=True)
+
+
 SIZE = dict(width=320, height=220, tools="pan,wheel_zoom,reset", x_axis_label="step")
 
 
@@ -42,6 +51,3 @@ class ThroughputPlots:
         for rank, points in per_rank.items():
             if points["step"]:
                 self.per_rank[rank].stream(points)
-
-    def points(self) -> int:
-        return len(self.totals.data["step"])

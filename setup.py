@@ -42,8 +42,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["parallax_nb", "parallax_nb.*"]),
-    package_data={"parallax_nb": ["templates/*.html.j2", "kernels/*.json"]},
+    # kernels/ is the package parallax_nb.kernels: its kernel spec is shipped from one place.
+    packages=find_packages(include=["parallax_nb", "parallax_nb.*"]) + ["parallax_nb.kernels"],
+    package_dir={"parallax_nb.kernels": "kernels"},
+    package_data={"parallax_nb": ["templates/*.html.j2"],
+                  "parallax_nb.kernels": ["parallax_nb/*"]},
     install_requires=TENSORFLOW_CPU + CORE,
     extras_require={
         "test": TEST,

@@ -1,6 +1,10 @@
 """The %parallax magics in a real IPython shell (no kernel, so the text forms are printed):
 argument handling, help, errors, and a training run launched from a cell on a LocalCluster
 with the selection edited as the cluster panel would."""
+import re
+
+import dask
+import distributed  # noqa: F401  (its config defaults must exist before dask.config.set)
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
@@ -78,10 +82,15 @@ def test_analyze_prints_the_variables_and_the_cost_per_mode(shell, capsys):
     assert "recommended:" in text
 
 
-def test_train_runs_the_cell_on_the_ticked_devices(shell, capsys):
-    magic(shell, "connect --local 2")
+def test_train_runs_the_cell_on_the_ticked_devices(shell, capsys, monkeypatch):
+    # Behind JupyterHub the dashboard is reached through the user's server proxy.
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/alice/")
+    with dask.config.set({"distributed.dashboard.link":
+                          "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"}):
+        magic(shell, "connect --local 2")
     out = capsys.readouterr().out
     assert "2 of 2 device(s) selected" in out
+    assert re.search(r"Dask dashboard: /user/alice/proxy/\d+/status", out)
     session = current_session()
     untick = session.cluster_view.selected_keys[1]
     session.cluster_view.set_selected(untick, False)     # what unticking in the panel does

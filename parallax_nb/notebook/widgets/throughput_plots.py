@@ -17,8 +17,10 @@ def load_bokehjs() -> None:
     from the CDN: hub deployments and closed networks often cannot reach it."""
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE
+    from IPython import get_ipython
 
-    output_notebook(resources=INLINE, hide_banner=True)
+    if get_ipython() is not None:   # no page to load it into outside IPython
+        output_notebook(resources=INLINE, hide_banner=True)
 
 
 SIZE = dict(width=320, height=220, tools="pan,wheel_zoom,reset", x_axis_label="step")

@@ -10,19 +10,21 @@ loopback). For a variable of w bytes with R rows of r bytes, i bytes per index:
 * AllReduce, sparse gradient (Horovod allgathers an IndexedSlices; ring allgather): each rank
   contributes its s gradient slices, duplicates included, c = s (r + i) bytes; every chunk
   but the receiver's own crosses each link: send = recv = (N-1) c.
-* Parameter server, sparse: each rank pulls the u = alpha*R distinct rows it looks up (it
-  sends u indices, gets u rows back) and the host pushes one aggregated gradient of
-  u_g (r + i) bytes, u_g = rows touched by its g ranks together (g pushes of u (r + i)
+* Parameter server, sparse: each rank pulls every row it looks up, s per step, duplicates
+  included (TensorFlow's gathers do not de-duplicate ids; it sends s indices, gets s rows
+  back), and the host pushes one aggregated, de-duplicated gradient of u_g (r + i) bytes,
+  u_g = distinct rows touched by its g ranks together (g pushes of u (r + i), u = alpha*R,
   without local aggregation). Partitions are spread evenly, so a machine is a client of
   remote servers for (m-1)/m of the rows and serves the other m-1 machines for 1/m of them:
-  send = recv = (m-1)/m * (g u (r + i) + pushes).
+  send = recv = (m-1)/m * (g s (r + i) + pushes).
 * Parameter server, dense (PS mode): pulls of w by each rank, pushes of w per host
   (per rank without aggregation): send = recv = (m-1)/m * (g w + pushes).
 
-With g = 1 and indices ignored these are the paper's Table 1 factors per direction: dense
-AllReduce 2w(m-1)/m, sparse AllReduce alpha w (m-1), sparse PS 2 alpha w (m-1)/m. Dense PS
-comes out equal to dense AllReduce at g = 1 (the paper's table lists PS at twice AllReduce
-by counting both directions for PS only); with g > 1 PS pays g pulls per machine.
+With g = 1, indices ignored and no id repeated in a batch (s = u) these are the paper's
+Table 1 factors per direction: dense AllReduce 2w(m-1)/m, sparse AllReduce alpha w (m-1),
+sparse PS 2 alpha w (m-1)/m. Dense PS comes out equal to dense AllReduce at g = 1 (the
+paper's table lists PS at twice AllReduce by counting both directions for PS only); with
+g > 1 PS pays g pulls per machine.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def variable_traffic(v: VariableTrace, placement: str, machines: int, workers: i
         return moved, moved
     if v.kind == "sparse":
         slice_bytes = v.row_bytes + v.index_bytes
-        pulls = g * v.alpha * v.rows * slice_bytes
+        pulls = g * v.slices_per_step * slice_bytes
         if local_aggregation:
             pushes = v.alpha_for(g) * v.rows * slice_bytes
         else:

@@ -7,17 +7,18 @@ from .. import tf_env  # noqa: F401
 from ..program import Program
 from .data import image_set, shard_batches
 
-DEFAULTS = dict(size=28, classes=10, examples=4096)
+DEFAULTS = dict(size=28, classes=10, examples=4096, filters=(8, 16))
 
 
-def build_model(size, classes, **_):
+def build_model(size, classes, filters=DEFAULTS["filters"], **_):
+    """filters: channels of the two convolutions (wider ones make a compute-bound model)."""
     import tensorflow as tf
 
     return tf.keras.Sequential([
         tf.keras.Input(shape=(size, size, 1)),
-        tf.keras.layers.Conv2D(8, 3, activation="relu"),
+        tf.keras.layers.Conv2D(filters[0], 3, activation="relu"),
         tf.keras.layers.MaxPooling2D(),
-        tf.keras.layers.Conv2D(16, 3, activation="relu"),
+        tf.keras.layers.Conv2D(filters[1], 3, activation="relu"),
         tf.keras.layers.GlobalAveragePooling2D(),
         tf.keras.layers.Dense(classes),
     ], name="cnn")

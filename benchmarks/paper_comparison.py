@@ -1,0 +1,260 @@
+"""The paper's comparison, measured side by side: ``python -m benchmarks.paper_comparison``.
+
+Two parts, each interleaved: every repeat runs every configuration once, in the same order,
+so the noise of a shared machine hits all of them alike.
+
+1. **One machine** (a LocalCluster on loopback): per model, plain TensorFlow (no SDK) and the
+   SDK in HYBRID, PS and AR at 1, 2 and 4 ranks: examples per second.
+2. **Simulated machines** (benchmarks/netns.py): 2 network namespaces x 1 or 2 ranks, links
+   shaped to 10 Gbit/s and 1 Gbit/s: examples per second, and the bytes each host sends and
+   receives per step, predicted by the cost model, accounted by the SDK and counted on the
+   links (benchmarks/traffic.py).
+
+``--quick`` is the seconds-long variant CI runs (a small language model, 2 ranks, one link
+speed).
+Results: ``<out>/paper_comparison[_quick].json``, a markdown summary (``.md``) and two PNG
+plots; benchmarks/README.md explains them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+from . import netns, traffic
+from .machine import machine_facts
+from .summary import summarise, write_markdown
+from .throughput import plain_throughput, run_throughput, window
+from .workloads import FULL, QUICK, Workload
+
+MODES = ("HYBRID", "PS", "AR")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    workloads: Dict[str, Workload]
+    ranks: Tuple[int, ...]                   # one-machine rank counts
+    steps: int                               # per run; the first `warmup` are not measured
+    warmup: int
+    repeats: int
+    multihost_models: Tuple[str, ...]
+    shapes: Tuple[Tuple[int, int], ...]      # (hosts, ranks per host)
+    bandwidths: Tuple[str, ...]              # tc rates of every host's link
+    run_timeout: float                       # seconds one run may take, start-up included
+
+
+PLANS = {
+    "full": Plan(FULL, ranks=(1, 2, 4), steps=80, warmup=10, repeats=2,
+                 multihost_models=("lm", "cnn"), shapes=((2, 1), (2, 2)),
+                 bandwidths=("10gbit", "1gbit"), run_timeout=300.0),
+    "quick": Plan(QUICK, ranks=(2,), steps=60, warmup=10, repeats=1,
+                  multihost_models=("lm",), shapes=((2, 1),), bandwidths=("1gbit",),
+                  run_timeout=120.0),
+}
+
+
+@dataclasses.dataclass
+class Bench:
+    """What every run of one invocation shares: the plan, the programs and their analyses."""
+
+    plan: Plan
+    programs: dict
+    reports: dict
+    records: List[dict] = dataclasses.field(default_factory=list)
+
+    def record(self, **fields) -> dict:
+        self.records.append(fields)
+        status = fields.get("status")
+        rate = fields.get("examples_per_sec")
+        where = (f"{fields['hosts']}x{fields['ranks_per_host']} @ {fields['bandwidth']}"
+                 if fields["part"] == "multihost" else f"{fields['ranks']} rank(s)")
+        shown = (f"{rate:10,.0f} ex/s ({fields['seconds']:.0f} s)" if rate
+                 else f"{status}: {fields.get('error', '')}")
+        print(f"[{fields['part']} r{fields['repeat']}] {fields['model']:<4} "
+              f"{fields['config']:<6} {where:<22} {shown}", flush=True)
+        return fields
+
+
+def sdk_run(bench: Bench, cluster, model: str, mode: str, select, counters=None) -> dict:
+    """Train one configuration to its end (bounded in time); its throughput and bytes."""
+    import parallax_nb as px
+
+    plan, workload = bench.plan, bench.plan.workloads[model]
+    config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size)
+    log = traffic.CounterLog(counters) if counters else None
+    run = px.train(bench.programs[model], cluster=cluster, select=select, config=config,
+                   report=bench.reports[model])
+    try:
+        if log:
+            with log:
+                run.wait(plan.run_timeout)
+        else:
+            run.wait(plan.run_timeout)
+    except TimeoutError:
+        run.stop()
+        return {"status": "timed out", "error": f"not done after {plan.run_timeout:g} s"}
+    except Exception as exc:
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    result = {"status": "ok", "ran_as": run.mode, "seconds": run.finished_at - run.started_at,
+              "examples_per_sec": run_throughput(run.metrics, plan.steps, plan.warmup),
+              "per_host": run.report().communication_per_host()}
+    if log:
+        result["wire"] = traffic.wire_per_step(log, run.metrics,
+                                               *window(plan.steps, plan.warmup))
+    return result
+
+
+def one_machine(bench: Bench) -> None:
+    """Part 1: plain TensorFlow and every mode at every rank count, round robin."""
+    import parallax_nb as px
+
+    plan = bench.plan
+    configs = [(model, "plain", 1) for model in plan.workloads] + \
+        [(model, mode, ranks) for model in plan.workloads for ranks in plan.ranks
+         for mode in MODES]
+    with px.connect(local=max(plan.ranks)) as cluster:
+        for repeat in range(plan.repeats):
+            for model, config, ranks in configs:
+                base = dict(part="local", model=model, config=config, ranks=ranks,
+                            repeat=repeat)
+                if config == "plain":
+                    workload = plan.workloads[model]
+                    began = time.time()
+                    rate = plain_throughput(bench.programs[model], plan.steps,
+                                            workload.batch_size, plan.warmup)
+                    bench.record(**base, status="ok", examples_per_sec=rate,
+                                 seconds=time.time() - began)
+                    continue
+                result = sdk_run(bench, cluster, model, config, ranks)
+                per_host = result.pop("per_host", None)
+                if per_host is not None:
+                    result["accounted"] = traffic.accounted_local(per_host)
+                bench.record(**base, **result)
+
+
+def simulated_machines(bench: Bench) -> Optional[str]:
+    """Part 2: every (model, shape, mode) at every link speed, round robin. Returns why it
+    could not run, or None."""
+    plan = bench.plan
+    reason = netns.unavailable_reason()
+    if reason:
+        return reason
+    hosts = max(h for h, _ in plan.shapes)
+    with netns.SimulatedHosts(hosts=hosts, slots_per_host=max(g for _, g in plan.shapes),
+                              bandwidth=plan.bandwidths[0]) as sim:
+        for repeat in range(plan.repeats):
+            for bandwidth in plan.bandwidths:
+                sim.shape(bandwidth)
+                for model in plan.multihost_models:
+                    for machines, per_host in plan.shapes:
+                        selection = per_host_selection(sim.cluster, machines, per_host)
+                        for mode in MODES:
+                            bench.record(**multihost_run(bench, sim, model, mode, machines,
+                                                         per_host, selection),
+                                         part="multihost", model=model, config=mode,
+                                         ranks=machines * per_host, hosts=machines,
+                                         ranks_per_host=per_host, bandwidth=bandwidth,
+                                         repeat=repeat)
+    return None
+
+
+def multihost_run(bench, sim, model, mode, machines, per_host, selection) -> dict:
+    result = sdk_run(bench, sim.cluster, model, mode, selection, counters=sim.counters)
+    per_host_frame = result.pop("per_host", None)
+    if result["status"] != "ok":
+        return result
+    # Bytes are compared for the mode that really ran (HYBRID runs as AR without sparse
+    # variables).
+    result["predicted"] = traffic.predicted_per_host(bench.reports[model], result["ran_as"],
+                                                     machines, per_host)
+    result["accounted"] = traffic.accounted_per_host(per_host_frame, machines, per_host)
+    result["wire_vs_predicted"] = traffic.compare(result["wire"], result["predicted"])
+    result["accounted_vs_predicted"] = traffic.compare(result["accounted"],
+                                                       result["predicted"])
+    return result
+
+
+def per_host_selection(cluster, machines: int, per_host: int):
+    """``per_host`` devices on each of the first ``machines`` hosts."""
+    by_host: Dict[str, list] = {}
+    for device in cluster.devices(refresh=True):
+        by_host.setdefault(device.host, []).append(device)
+    hosts = sorted(by_host)[:machines]
+    return cluster.select(keys=[d.key for h in hosts for d in by_host[h][:per_host]])
+
+
+def analyse_workloads(plan: Plan):
+    import parallax_nb as px
+
+    programs, reports = {}, {}
+    for name, workload in plan.workloads.items():
+        programs[name] = workload.program()
+        reports[name] = px.analyze(programs[name], steps=5,
+                                   config=px.Config(batch_size=workload.batch_size))
+    return programs, reports
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_comparison",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a small language model, 2 ranks, one link speed (the CI variant)")
+    parser.add_argument("--out", default=RESULTS, help="directory for JSON, markdown, PNGs")
+    parser.add_argument("--parts", default="local,multihost",
+                        help="comma-separated subset of: local, multihost")
+    args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    unknown = parts - {"local", "multihost"}
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}; use local and/or multihost")
+    # SIGTERM unwinds like Ctrl-C, so the simulated machines are always torn down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    variant = "quick" if args.quick else "full"
+    plan = PLANS[variant]
+    started = time.time()
+    facts = machine_facts()
+    programs, reports = analyse_workloads(plan)
+    bench = Bench(plan, programs, reports)
+    skipped = {}
+    if "local" in parts:
+        one_machine(bench)
+    if "multihost" in parts:
+        reason = simulated_machines(bench)
+        if reason:
+            skipped["multihost"] = reason
+            print(f"simulated machines skipped: {reason}", flush=True)
+    facts["load_average_at_end"] = os.getloadavg()
+    results = {
+        "variant": variant, "machine": facts, "seconds": round(time.time() - started, 1),
+        "plan": plan_description(plan), "skipped": skipped, "runs": bench.records,
+        "summary": summarise(bench.records, plan.multihost_models),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "paper_comparison" + ("_quick" if args.quick else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    from .plots import plot_bytes, plot_throughput
+
+    plot_throughput(results, stem + "_throughput.png")
+    plot_bytes(results, stem + "_bytes.png")
+    print(write_markdown(results, stem + ".md"))
+    failed = [r for r in bench.records if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+def plan_description(plan: Plan) -> dict:
+    described = dataclasses.asdict(plan)
+    described["workloads"] = {name: {"description": w.description,
+                                     "batch_size_per_rank": w.batch_size, "sizes": w.sizes}
+                              for name, w in plan.workloads.items()}
+    return described
+
+
+if __name__ == "__main__":
+    sys.exit(main())

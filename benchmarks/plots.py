@@ -1,0 +1,84 @@
+"""The two PNGs of the README: throughput per mode, and bytes per step measured vs predicted."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .netns import rate_bits  # noqa: E402
+
+COLOURS = {"plain": "black", "HYBRID": "tab:green", "PS": "tab:orange", "AR": "tab:blue"}
+MODES = ("HYBRID", "PS", "AR")
+
+
+def plot_throughput(results: dict, path: str) -> None:
+    """Left: one machine, examples/s against ranks per mode (plain TF as a dashed line), one
+    panel per model. Right: simulated machines, examples/s per mode for every shape and link."""
+    local, remote = results["summary"]["one_machine"], results["summary"]["multihost"]
+    models = sorted({r["model"] for r in local})
+    remote_models = sorted({r["model"] for r in remote})
+    panels = len(models) + len(remote_models)
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in local if r["model"] == model]
+        for mode in MODES:
+            points = sorted((r["ranks"], r["examples_per_sec"]) for r in rows
+                            if r["config"] == mode)
+            if points:
+                ax.plot(*zip(*points), marker="o", label=mode, color=COLOURS[mode])
+        for r in rows:
+            if r["config"] == "plain":
+                ax.axhline(r["examples_per_sec"], ls="--", color=COLOURS["plain"],
+                           label="plain TF")
+        ax.set_xticks(sorted({r["ranks"] for r in rows}))
+        ax.set(title=f"{model}: one machine", xlabel="ranks", ylabel="examples/s")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    for ax, model in zip(axes[0][len(models):], remote_models):
+        rows = [r for r in remote if r["model"] == model]
+        groups = sorted({(r["hosts"], r["ranks_per_host"], r["bandwidth"]) for r in rows},
+                        key=lambda g: (g[0], g[1], -rate_bits(g[2])))
+        width = 0.8 / len(MODES)
+        for k, mode in enumerate(MODES):
+            values = [next((r["examples_per_sec"] for r in rows if r["config"] == mode and
+                            (r["hosts"], r["ranks_per_host"], r["bandwidth"]) == g), 0.0)
+                      for g in groups]
+            ax.bar([i + (k - 1) * width for i in range(len(groups))], values, width,
+                   label=mode, color=COLOURS[mode])
+        ax.set_xticks(range(len(groups)),
+                      [f"{h}x{g}\n{bw}" for h, g, bw in groups], fontsize=8)
+        ax.set(title=f"{model}: simulated machines", ylabel="examples/s",
+               xlabel="hosts x ranks, link")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bytes(results: dict, path: str) -> None:
+    """Bytes per host per step between machines: predicted, accounted, on the wire."""
+    rows = results["summary"]["bytes"]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 3.8))
+    sources = (("predicted", "cost model", "lightgray"), ("accounted", "SDK accounting",
+                                                          "tab:purple"),
+               ("wire", "link counters", "tab:red"))
+    width = 0.8 / len(sources)
+    for k, (source, label, colour) in enumerate(sources):
+        values = [(r[f"{source}_sent"] + r[f"{source}_received"]) / 2 / 1e3 for r in rows]
+        ax.bar([i + (k - 1) * width for i in range(len(rows))], values, width, label=label,
+               color=colour)
+    ax.set_xticks(range(len(rows)), [f"{r['model']} {r['hosts']}x{r['ranks_per_host']}\n"
+                                     f"{r['mode']}" for r in rows], fontsize=8)
+    ax.set(ylabel="KB per host per step (mean of sent, received)",
+           title="bytes between machines per step: measured vs predicted")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

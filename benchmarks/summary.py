@@ -1,0 +1,147 @@
+"""From the runs of one invocation to the tables of the README: medians over repeats, ratios
+between configurations of the same run, and the bytes check (measured within 20% of the
+cost model)."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import pandas as pd
+
+TOLERANCE = 0.20   # measured bytes per step must be within 20% of the prediction
+SLOWER = 0.10      # the SDK at one rank may be at most 10% slower than plain TensorFlow
+
+
+def summarise(records: List[dict], multihost_models=()) -> Dict[str, list]:
+    ok = pd.DataFrame([r for r in records if r["status"] == "ok"])
+    if ok.empty:
+        return {"one_machine": [], "sdk_overhead": [], "multihost": [], "bytes": []}
+    local = ok[ok["part"] == "local"] if "part" in ok else ok.iloc[:0]
+    remote = ok[ok["part"] == "multihost"] if "part" in ok else ok.iloc[:0]
+    return {"one_machine": _one_machine(local), "sdk_overhead": _sdk_overhead(local),
+            "multihost": _multihost(remote), "bytes": _bytes(remote)}
+
+
+def _one_machine(local: pd.DataFrame) -> list:
+    if local.empty:
+        return []
+    table = (local.groupby(["model", "config", "ranks"])["examples_per_sec"].median()
+             .reset_index())
+    plain = table[table["config"] == "plain"].set_index("model")["examples_per_sec"]
+    ar = table[table["config"] == "AR"].set_index(["model", "ranks"])["examples_per_sec"]
+    table["vs_plain"] = [row.examples_per_sec / plain.get(row.model, float("nan"))
+                         for row in table.itertuples()]
+    table["vs_ar"] = [row.examples_per_sec / ar.get((row.model, row.ranks), float("nan"))
+                      for row in table.itertuples()]
+    return table.to_dict("records")
+
+
+def _sdk_overhead(local: pd.DataFrame) -> list:
+    """The SDK at one rank against plain TensorFlow, per model and mode."""
+    rows = [r for r in _one_machine(local) if r["ranks"] == 1 and r["config"] != "plain"]
+    return [{"model": r["model"], "mode": r["config"], "vs_plain": r["vs_plain"],
+             "slower_than_plain_by": 1.0 - r["vs_plain"],
+             "more_than_10pct_slower": bool(r["vs_plain"] < 1.0 - SLOWER)} for r in rows]
+
+
+def _multihost(remote: pd.DataFrame) -> list:
+    if remote.empty:
+        return []
+    keys = ["model", "hosts", "ranks_per_host", "bandwidth"]
+    table = remote.groupby(keys + ["config"])["examples_per_sec"].median().reset_index()
+    ar = table[table["config"] == "AR"].set_index(keys)["examples_per_sec"]
+    table["vs_ar"] = [row["examples_per_sec"] / ar.get(tuple(row[k] for k in keys),
+                                                       float("nan"))
+                      for row in table.to_dict("records")]
+    return table.to_dict("records")
+
+
+def _bytes(remote: pd.DataFrame) -> list:
+    """Per (model, shape, mode): bytes per host per step, mean over hosts and median over
+    repeats and link speeds (bytes per step do not depend on the speed), with the worst
+    ratio of any host and direction to the prediction."""
+    if remote.empty:
+        return []
+    rows = []
+    for (model, hosts, per_host, mode), runs in remote.groupby(
+            ["model", "hosts", "ranks_per_host", "config"]):
+        row = {"model": model, "hosts": hosts, "ranks_per_host": per_host, "mode": mode,
+               "ran_as": runs["ran_as"].iloc[0]}
+        for source in ("predicted", "accounted", "wire"):
+            for direction in ("sent", "received"):
+                row[f"{source}_{direction}"] = float(pd.Series(
+                    [_mean_over_hosts(r, direction) if source != "predicted"
+                     else r[direction] for r in runs[source]]).median())
+        for source in ("wire", "accounted"):
+            ratios = [v for r in runs[f"{source}_vs_predicted"] for h in r.values()
+                      for v in h.values()]
+            row[f"{source}_ratio_min"], row[f"{source}_ratio_max"] = min(ratios), max(ratios)
+            row[f"{source}_within_20pct"] = bool(
+                all(abs(v - 1.0) <= TOLERANCE for v in ratios))
+        rows.append(row)
+    return rows
+
+
+def _mean_over_hosts(per_host: dict, direction: str) -> float:
+    return sum(h[direction] for h in per_host.values()) / len(per_host)
+
+
+# -- markdown ---------------------------------------------------------------------------------
+def write_markdown(results: dict, path: str) -> str:
+    """The summary tables as markdown (pasted into the README), written to ``path``."""
+    summary, machine = results["summary"], results["machine"]
+    lines = [f"Measured {machine['date']} on {machine['nproc']} cores ({machine['cpu_model']}), "
+             f"{machine['memory_gb']} GB, Linux {machine['kernel']}; load average "
+             f"{_load(machine['load_average_at_start'])} at start, "
+             f"{_load(machine['load_average_at_end'])} at end; variant {results['variant']}, "
+             f"{results['seconds'] / 60:.1f} min.", ""]
+    if summary["one_machine"]:
+        lines += ["One machine (loopback), examples/s, median over repeats:", "",
+                  "| model | config | ranks | examples/s | vs plain TF | vs AR |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['config']} | {r['ranks']} | {r['examples_per_sec']:,.0f}"
+                  f" | {r['vs_plain']:.2f} | {_ratio(r['vs_ar'])} |"
+                  for r in summary["one_machine"]]
+        lines.append("")
+    if summary["multihost"]:
+        lines += ["Simulated machines (network namespaces, shaped links), examples/s:", "",
+                  "| model | hosts x ranks | link | mode | examples/s | vs AR |",
+                  "|---|---|---|---|---:|---:|"]
+        lines += [f"| {r['model']} | {r['hosts']}x{r['ranks_per_host']} | {r['bandwidth']} | "
+                  f"{r['config']} | {r['examples_per_sec']:,.0f} | {_ratio(r['vs_ar'])} |"
+                  for r in summary["multihost"]]
+        lines.append("")
+    if summary["bytes"]:
+        lines += ["Bytes per host per step between machines (sent / received, mean over "
+                  "hosts), and the range of measured/predicted over hosts and directions:",
+                  "", "| model | hosts x ranks | mode | predicted | accounted | wire | "
+                      "accounted/predicted | wire/predicted |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in summary["bytes"]:
+            lines.append(
+                f"| {r['model']} | {r['hosts']}x{r['ranks_per_host']} | {r['mode']}"
+                f"{'' if r['ran_as'] == r['mode'] else ' (as ' + r['ran_as'] + ')'} | "
+                f"{_kb(r, 'predicted')} | {_kb(r, 'accounted')} | {_kb(r, 'wire')} | "
+                f"{r['accounted_ratio_min']:.2f}-{r['accounted_ratio_max']:.2f} | "
+                f"{r['wire_ratio_min']:.2f}-{r['wire_ratio_max']:.2f} |")
+        lines.append("")
+    for part, reason in results["skipped"].items():
+        lines.append(f"{part} skipped: {reason}")
+    failed = [r for r in results["runs"] if r["status"] != "ok"]
+    lines += [f"FAILED: {r['part']} {r['model']} {r['config']} {r['ranks']} rank(s): "
+              f"{r['status']} {r.get('error', '')}" for r in failed]
+    text = "\n".join(lines).rstrip() + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def _kb(row: dict, source: str) -> str:
+    return f"{row[source + '_sent'] / 1e3:,.0f} / {row[source + '_received'] / 1e3:,.0f} KB"
+
+
+def _ratio(value) -> str:
+    return "-" if value != value else f"{value:.2f}"
+
+
+def _load(values) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)

@@ -16,8 +16,11 @@ run: setup
 	$(PY) -m parallax_nb train parallax_nb.examples.language_model:program --mode HYBRID \
 	    --steps 60 --batch-size 32 --local 2
 
+# The unit, integration, browser and hub tests, then the worked notebooks under nbval on the
+# installed parallax_nb kernel (cells marked NBVAL_CHECK_OUTPUT must reproduce their output).
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m parallax_nb.kernels install --sys-prefix
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb
 
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
 # in benchmarks/results/. bench-quick is the seconds-long variant that CI runs through tests.

@@ -2,6 +2,7 @@
 examples/s in total and per rank, the slowest rank's step time, and the mean loss."""
 from __future__ import annotations
 
+import os
 from typing import Dict, Sequence
 
 from bokeh.layouts import row
@@ -12,15 +13,21 @@ from jupyter_bokeh import BokehModel
 
 from ..views.run_view import RANK_SERIES, TOTAL_SERIES
 
+BOKEHJS_ENV = "PARALLAX_NB_BOKEHJS"
+
+
 def load_bokehjs() -> None:
-    """Put BokehJS into the page (jupyter_bokeh draws with the page's BokehJS). Inline, not
-    from the CDN: hub deployments and closed networks often cannot reach it."""
+    """Put BokehJS into the page (jupyter_bokeh draws with the page's BokehJS), with every run
+    panel, so a reloaded page still has it. Inline by default: hub deployments and closed
+    networks often cannot reach Bokeh's CDN, but each load adds ~4 MB to the saved notebook;
+    ``PARALLAX_NB_BOKEHJS=cdn`` loads it from the CDN instead."""
     from bokeh.io import output_notebook
-    from bokeh.resources import INLINE
+    from bokeh.resources import CDN, INLINE
     from IPython import get_ipython
 
     if get_ipython() is not None:   # no page to load it into outside IPython
-        output_notebook(resources=INLINE, hide_banner=True)
+        cdn = os.environ.get(BOKEHJS_ENV, "").lower() == "cdn"
+        output_notebook(resources=CDN if cdn else INLINE, hide_banner=True)
 
 
 SIZE = dict(width=320, height=220, tools="pan,wheel_zoom,reset", x_axis_label="step")

@@ -11,7 +11,7 @@ from IPython.testing.globalipapp import start_ipython
 
 import programs
 from programs import CELL
-from cluster_tools import cluster_children, run_processes, wait_until_gone
+from cluster_tools import cluster_children, run_processes, wait_for, wait_until_gone
 from parallax_nb.errors import ConfigError, ParallaxError, ProgramError
 from parallax_nb.notebook import current_session
 
@@ -118,3 +118,25 @@ def test_a_typo_in_model_fn_is_a_normal_error_and_starts_nothing(shell):
     assert wait_until_gone([p.pid for p in cluster_children(session.cluster)]) == []
     if before is not None:
         assert run_processes(before.run_id) == []
+
+
+def test_a_failing_rank_shows_rank_host_and_traceback_in_the_run_panel(shell):
+    import parallax_nb as px
+    from parallax_nb.notebook.widgets.run_panel import RunPanel
+
+    session = current_session()
+    if session.cluster is None:
+        magic(shell, "connect --local 2")
+    run = px.train(programs.failing_program(), cluster=session.cluster,
+                   config=px.Config(mode="AR", steps=5))
+    panel = RunPanel("failing")
+    session.follow(run, panel)
+    with pytest.raises(px.RankError):
+        run.wait(120)
+    assert wait_for(lambda: "traceback of rank 1" in panel.text(), timeout=10)
+    assert "rank 1 on host" in panel.text() and "model_fn broke on rank 1" in panel.text()
+    outcome = panel.widget.children[-1].value
+    assert "model_fn broke on rank 1" in outcome and "Traceback" in outcome
+    assert panel.status == "failed"
+    with pytest.raises(px.RankError, match="model_fn broke"):
+        magic(shell, "wait")                       # the notebook error, once asked for

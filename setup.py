@@ -32,6 +32,7 @@ TEST = [
     "ipykernel>=6.29",
     "playwright>=1.45",
     "jupyterhub>=5.0",
+    "jupyter-server-proxy>=4.1",   # the Dask dashboard behind the hub (docs/jupyterhub.md)
     "matplotlib>=3.8",
 ]
 

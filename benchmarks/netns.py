@@ -73,14 +73,15 @@ class Host:
 
 class SimulatedHosts:
     """``hosts`` namespaces with one Dask worker each (``slots_per_host`` CPU slots), their
-    links shaped to ``bandwidth`` (a tc rate such as "1gbit"); use as a context manager.
+    links shaped to ``bandwidth`` (a tc rate such as "1gbit"; None: unshaped); use as a
+    context manager.
 
     ``cluster`` is the ParallaxCluster connected to their scheduler; ``counters()`` reads each
     host's link counters (bytes sent and received).
     """
 
-    def __init__(self, hosts: int = 2, slots_per_host: int = 1, bandwidth: str = "1gbit",
-                 start_timeout: float = 90.0):
+    def __init__(self, hosts: int = 2, slots_per_host: int = 1,
+                 bandwidth: Optional[str] = None, start_timeout: float = 90.0):
         if hosts < 1 or slots_per_host < 1:
             raise ValueError(f"hosts and slots_per_host must be >= 1, got {hosts} and "
                              f"{slots_per_host}")
@@ -130,7 +131,8 @@ class SimulatedHosts:
             _ip("-n", host.label, "addr", "add", f"{address}/24", "dev", host.inner)
             _ip("-n", host.label, "link", "set", host.inner, "up")
             _ip("-n", host.label, "link", "set", "lo", "up")
-        self.shape(self.bandwidth)
+        if self.bandwidth:
+            self.shape(self.bandwidth)
         self._start_dask(gateway)
 
     def _start_dask(self, gateway: str) -> None:
@@ -196,14 +198,17 @@ class SimulatedHosts:
         self.hosts = []
 
     # -- the links --------------------------------------------------------------------------------
-    def shape(self, bandwidth: str) -> None:
-        """Limit every host's link to ``bandwidth`` in each direction (tc tbf)."""
-        burst = _burst_bytes(bandwidth)
+    def shape(self, bandwidth: Optional[str]) -> None:
+        """Limit every host's link to ``bandwidth`` in each direction (tc tbf); None lifts
+        the limit (veth then runs as fast as the CPU copies)."""
         for host in self.hosts:
             for namespace, device in ((None, host.outer), (host.label, host.inner)):
-                where = ["-n", namespace] if namespace else []
-                _run(["tc", *where, "qdisc", "replace", "dev", device, "root", "tbf",
-                      "rate", bandwidth, "burst", str(burst), "latency", "50ms"])
+                tc = ["tc", *(["-n", namespace] if namespace else []), "qdisc"]
+                if bandwidth is None:
+                    _run(tc + ["del", "dev", device, "root"], check=False)
+                else:
+                    _run(tc + ["replace", "dev", device, "root", "tbf", "rate", bandwidth,
+                               "burst", str(_burst_bytes(bandwidth)), "latency", "50ms"])
         self.bandwidth = bandwidth
 
     def counters(self) -> Dict[str, Tuple[int, int]]:

@@ -5,10 +5,10 @@ so the noise of a shared machine hits all of them alike.
 
 1. **One machine** (a LocalCluster on loopback): per model, plain TensorFlow (no SDK) and the
    SDK in HYBRID, PS and AR at 1, 2 and 4 ranks: examples per second.
-2. **Simulated machines** (benchmarks/netns.py): 2 network namespaces x 1 or 2 ranks, links
-   shaped to 10 Gbit/s and 1 Gbit/s: examples per second, and the bytes each host sends and
-   receives per step, predicted by the cost model, accounted by the SDK and counted on the
-   links (benchmarks/traffic.py).
+2. **Simulated machines** (benchmarks/netns.py), the language model: 2 network namespaces x
+   1 or 2 ranks, links shaped to 10 Gbit/s, 1 Gbit/s and 100 Mbit/s: examples per second,
+   and the bytes each host sends and receives per step, predicted by the cost model,
+   accounted by the SDK and counted on the links (benchmarks/traffic.py).
 
 ``--quick`` is the seconds-long variant CI runs (a small language model, 2 ranks, one link
 speed).
@@ -18,6 +18,7 @@ plots; benchmarks/README.md explains them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 from . import netns, traffic
 from .machine import machine_facts
 from .summary import summarise, write_markdown
-from .throughput import plain_throughput, run_throughput, window
+from .throughput import COOLDOWN, plain_throughput, run_throughput, window
 from .workloads import FULL, QUICK, Workload
 
 MODES = ("HYBRID", "PS", "AR")
@@ -42,8 +43,9 @@ class Plan:
     ranks: Tuple[int, ...]                   # one-machine rank counts
     steps: int                               # per run; the first `warmup` are not measured
     warmup: int
-    repeats: int
+    repeats: int                             # of the one-machine part
     multihost_models: Tuple[str, ...]
+    multihost_repeats: int
     shapes: Tuple[Tuple[int, int], ...]      # (hosts, ranks per host)
     bandwidths: Tuple[str, ...]              # tc rates of every host's link
     run_timeout: float                       # seconds one run may take, start-up included
@@ -51,10 +53,11 @@ class Plan:
 
 PLANS = {
     "full": Plan(FULL, ranks=(1, 2, 4), steps=80, warmup=10, repeats=2,
-                 multihost_models=("lm", "cnn"), shapes=((2, 1), (2, 2)),
-                 bandwidths=("10gbit", "1gbit"), run_timeout=300.0),
+                 multihost_models=("lm",), multihost_repeats=1, shapes=((2, 1), (2, 2)),
+                 bandwidths=("10gbit", "1gbit", "100mbit"), run_timeout=300.0),
     "quick": Plan(QUICK, ranks=(2,), steps=60, warmup=10, repeats=1,
-                  multihost_models=("lm",), shapes=((2, 1),), bandwidths=("1gbit",),
+                  multihost_models=("lm",), multihost_repeats=1, shapes=((2, 1),),
+                  bandwidths=("1gbit",),
                   run_timeout=120.0),
 }
 
@@ -81,33 +84,64 @@ class Bench:
         return fields
 
 
-def sdk_run(bench: Bench, cluster, model: str, mode: str, select, counters=None) -> dict:
-    """Train one configuration to its end (bounded in time); its throughput and bytes."""
+def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
+            bandwidth: Optional[str] = None) -> dict:
+    """Train one configuration to its end (bounded in time); its throughput and bytes.
+
+    On simulated machines (``sim``) the links run unshaped while the run starts and are
+    shaped to ``bandwidth`` once it trains: start-up moves the whole model (the chief writes
+    every table to the servers, AR broadcasts them), which is not what is measured and would
+    take minutes on a slow link. The window then starts after the shaping.
+    """
     import parallax_nb as px
 
     plan, workload = bench.plan, bench.plan.workloads[model]
     config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size)
-    log = traffic.CounterLog(counters) if counters else None
+    log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
+    shaped_at = None
+    if sim:
+        sim.shape(None)
     run = px.train(bench.programs[model], cluster=cluster, select=select, config=config,
                    report=bench.reports[model])
     try:
-        if log:
-            with log:
-                run.wait(plan.run_timeout)
-        else:
+        with log:
+            if sim:
+                shaped_at = _shape_while_measured(run, sim, bandwidth, plan)
             run.wait(plan.run_timeout)
     except TimeoutError:
         run.stop()
         return {"status": "timed out", "error": f"not done after {plan.run_timeout:g} s"}
     except Exception as exc:
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    first, last = window(plan.steps, plan.warmup, run.metrics, after=shaped_at)
     result = {"status": "ok", "ran_as": run.mode, "seconds": run.finished_at - run.started_at,
-              "examples_per_sec": run_throughput(run.metrics, plan.steps, plan.warmup),
+              "window": [first, last],
+              "examples_per_sec": run_throughput(run.metrics, first, last),
               "per_host": run.report().communication_per_host()}
-    if log:
-        result["wire"] = traffic.wire_per_step(log, run.metrics,
-                                               *window(plan.steps, plan.warmup))
+    if sim:
+        result["wire"] = traffic.wire_per_step(log, run.metrics, first, last)
     return result
+
+
+def _shape_while_measured(run, sim, bandwidth: str, plan: Plan) -> float:
+    """Shape the links from the run's first step to the last measured one (afterwards rank 0
+    reads the trained tables back from the servers: not measured either). Returns when the
+    links were shaped."""
+    deadline = time.time() + plan.run_timeout
+    last = plan.steps - COOLDOWN
+
+    def wait_for(step):
+        while not run.done() and (run.metrics.empty or run.metrics["step"].max() < step):
+            if time.time() > deadline:
+                raise TimeoutError
+            time.sleep(0.02)
+
+    wait_for(1)
+    sim.shape(bandwidth)
+    shaped_at = time.time()
+    wait_for(last)
+    sim.shape(None)
+    return shaped_at
 
 
 def one_machine(bench: Bench) -> None:
@@ -146,17 +180,16 @@ def simulated_machines(bench: Bench) -> Optional[str]:
     if reason:
         return reason
     hosts = max(h for h, _ in plan.shapes)
-    with netns.SimulatedHosts(hosts=hosts, slots_per_host=max(g for _, g in plan.shapes),
-                              bandwidth=plan.bandwidths[0]) as sim:
-        for repeat in range(plan.repeats):
+    with netns.SimulatedHosts(hosts=hosts, slots_per_host=max(g for _, g in plan.shapes)
+                              ) as sim:
+        for repeat in range(plan.multihost_repeats):
             for bandwidth in plan.bandwidths:
-                sim.shape(bandwidth)
                 for model in plan.multihost_models:
                     for machines, per_host in plan.shapes:
                         selection = per_host_selection(sim.cluster, machines, per_host)
                         for mode in MODES:
                             bench.record(**multihost_run(bench, sim, model, mode, machines,
-                                                         per_host, selection),
+                                                         per_host, selection, bandwidth),
                                          part="multihost", model=model, config=mode,
                                          ranks=machines * per_host, hosts=machines,
                                          ranks_per_host=per_host, bandwidth=bandwidth,
@@ -164,8 +197,8 @@ def simulated_machines(bench: Bench) -> Optional[str]:
     return None
 
 
-def multihost_run(bench, sim, model, mode, machines, per_host, selection) -> dict:
-    result = sdk_run(bench, sim.cluster, model, mode, selection, counters=sim.counters)
+def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwidth) -> dict:
+    result = sdk_run(bench, sim.cluster, model, mode, selection, sim=sim, bandwidth=bandwidth)
     per_host_frame = result.pop("per_host", None)
     if result["status"] != "ok":
         return result

@@ -9,7 +9,7 @@ the window.
 from __future__ import annotations
 
 import time
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -18,21 +18,30 @@ from parallax_nb.program import Program
 from parallax_nb.runtime.single import train_single_device
 
 
-COOLDOWN = 2   # steps at the end left out
+COOLDOWN = 2     # steps at the end left out
+MIN_STEPS = 10   # fewest steps a window may hold
 
 
-def window(steps: int, warmup: int) -> Tuple[int, int]:
-    """(first, last): the measured steps are first+1 .. last."""
-    last = steps - COOLDOWN
-    if last <= warmup:
-        raise ValueError(f"{steps} steps leave none to measure after {warmup} warm-up and "
-                         f"{COOLDOWN} final steps")
-    return warmup, last
+def window(steps: int, warmup: int, metrics: Optional[pd.DataFrame] = None,
+           after: Optional[float] = None) -> Tuple[int, int]:
+    """(first, last): the measured steps are first+1 .. last.
+
+    after: a moment (``time.time()``) the window must not reach back before, e.g. when the
+    links were shaped: the window then starts at the last step rank 0 ended before it.
+    """
+    first, last = warmup, steps - COOLDOWN
+    if after is not None:
+        chief = metrics[metrics["rank"] == 0]
+        first = max(first, int(chief.loc[chief["time"] <= after, "step"].max()))
+    if last - first < MIN_STEPS:
+        raise ValueError(f"only {max(last - first, 0)} of {steps} steps left to measure "
+                         f"(warm-up {warmup}, start {first}, {COOLDOWN} final steps left "
+                         f"out); at least {MIN_STEPS} are needed: train more steps")
+    return first, last
 
 
-def run_throughput(metrics: pd.DataFrame, steps: int, warmup: int) -> float:
-    """Examples/s of an SDK run: each rank's median in the window, summed over ranks."""
-    first, last = window(steps, warmup)
+def run_throughput(metrics: pd.DataFrame, first: int, last: int) -> float:
+    """Examples/s of an SDK run over steps first+1 .. last: each rank's median, summed."""
     steady = metrics[(metrics["step"] > first) & (metrics["step"] <= last)]
     return float(steady.groupby("rank")["examples_per_sec"].median().sum())
 

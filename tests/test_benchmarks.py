@@ -1,0 +1,119 @@
+"""The benchmark's quick variant, run as `make bench-quick` runs it (so it cannot rot), and
+what its results must show: every configuration measured, bytes per step on the links within
+20% of the cost model, the simulated machines torn down, also when the run is killed."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from benchmarks import netns
+from benchmarks.summary import TOLERANCE
+
+pytestmark = pytest.mark.timeout(400)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = {"HYBRID", "PS", "AR"}
+NETNS = netns.unavailable_reason()
+
+
+def bench(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.paper_comparison", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def leftovers(pid):
+    """Namespaces, links and /etc/netns files named after the benchmark process ``pid``."""
+    tag = f"{netns.PREFIX}{pid}"
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    files = os.listdir(netns.NETNS_ETC) if os.path.isdir(netns.NETNS_ETC) else []
+    return [line for line in (names + links).splitlines() + files if tag in line]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    process = bench("--quick", "--out", str(out))
+    output, _ = process.communicate(timeout=360)
+    assert process.returncode == 0, output[-3000:]
+    with open(out / "paper_comparison_quick.json") as f:
+        return json.load(f), out, process.pid, output
+
+
+def test_quick_run_measures_every_configuration(quick):
+    results, _, _, _ = quick
+    assert results["machine"]["nproc"] == os.cpu_count()
+    assert results["machine"]["cpu_model"] and results["machine"]["date"]
+    local = {(r["config"], r["ranks"]) for r in results["runs"] if r["part"] == "local"}
+    assert local == {("plain", 1)} | {(mode, 2) for mode in MODES}
+    assert all(r["status"] == "ok" and r["examples_per_sec"] > 0 for r in results["runs"])
+    table = {r["config"]: r for r in results["summary"]["one_machine"]}
+    assert table["plain"]["vs_plain"] == 1.0
+    assert table["HYBRID"]["vs_ar"] == pytest.approx(
+        table["HYBRID"]["examples_per_sec"] / table["AR"]["examples_per_sec"])
+
+
+@pytest.mark.skipif(NETNS is not None, reason=f"no simulated machines here: {NETNS}")
+def test_bytes_between_machines_agree_with_the_cost_model(quick):
+    results, _, pid, _ = quick
+    rows = {r["mode"]: r for r in results["summary"]["bytes"]}
+    assert set(rows) == MODES
+    for mode, row in rows.items():
+        assert row["predicted_sent"] > 100_000, mode   # the LM moves ~300 KB per step
+        for source in ("accounted", "wire"):
+            ratios = (row[f"{source}_ratio_min"], row[f"{source}_ratio_max"])
+            assert all(abs(r - 1) <= TOLERANCE for r in ratios), (mode, source, ratios)
+    # HYBRID moves fewer bytes than AR for the language model (fewer than AR's allgather).
+    assert rows["HYBRID"]["wire_sent"] < rows["AR"]["wire_sent"]
+    assert leftovers(pid) == []
+
+
+def test_results_are_written_as_markdown_and_plots(quick):
+    _, out, _, output = quick
+    markdown = (out / "paper_comparison_quick.md").read_text()
+    assert "| lm | HYBRID | 2 |" in markdown and markdown in output
+    for name in ("paper_comparison_quick_throughput.png", "paper_comparison_quick_bytes.png"):
+        if name.endswith("bytes.png") and NETNS:
+            continue
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.skipif(NETNS is not None, reason=f"no simulated machines here: {NETNS}")
+def test_killed_benchmark_leaves_no_namespace_or_process(tmp_path):
+    process = bench("--quick", "--parts", "multihost", "--out", str(tmp_path),
+                    start_new_session=True)
+    tag = f"{netns.PREFIX}{process.pid}"
+    deadline = time.time() + 120
+    while tag not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                    text=True).stdout:
+        assert process.poll() is None and time.time() < deadline, "no namespace appeared"
+        time.sleep(0.2)
+    time.sleep(3)     # Dask workers starting inside the namespaces
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 143      # ended through its SIGTERM handler
+    assert leftovers(process.pid) == []
+    assert tagged_processes(tag) == []
+
+
+def tagged_processes(tag):
+    """Live processes whose command line names the simulation (scheduler, workers)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and tag in " ".join(p.info["cmdline"] or []):
+            found.append(p)
+    return found
+
+
+def test_unknown_part_and_bad_link_speed_are_refused_with_the_fix():
+    process = bench("--parts", "local,cloud")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "unknown part(s) ['cloud']; use local and/or multihost" in output
+    with pytest.raises(ValueError, match="use a tc rate such as '100mbit' or '1gbit'"):
+        netns.rate_bits("fast")

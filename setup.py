@@ -23,13 +23,13 @@ CORE = [
     "jupyter_bokeh>=4.0",
     "tqdm>=4.66",
     "nvidia-ml-py>=12.535",
+    "ipykernel>=6.29",   # the parallax_nb kernel spec (python -m parallax_nb.kernels install)
 ]
 TEST = [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "nbval>=0.11",
     "jupyterlab>=4.2",
-    "ipykernel>=6.29",
     "playwright>=1.45",
     "jupyterhub>=5.0",
     "jupyter-server-proxy>=4.1",   # the Dask dashboard behind the hub (docs/jupyterhub.md)

@@ -287,8 +287,10 @@ def program_from_cell(shell, cell: str, name: str) -> Program:
 
 
 def _plan_config(args) -> Config:
-    return Config(mode=args.mode, partitions=parse_partitions(args.partitions or ""),
-                  servers=args.servers)
+    """Mode, servers and partitions; without --partitions, Config's default applies."""
+    partitions = {} if args.partitions is None else \
+        {"partitions": parse_partitions(args.partitions)}
+    return Config(mode=args.mode, servers=args.servers, **partitions)
 
 
 ParallaxMagics.parallax.__doc__ = __doc__ + "\n" + usage()

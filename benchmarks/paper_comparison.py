@@ -98,22 +98,22 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     plan, workload = bench.plan, bench.plan.workloads[model]
     config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size)
     log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
-    shaped_at = None
+    shaped_at, run = None, None
     if sim:
         sim.shape(None)
-    run = px.train(bench.programs[model], cluster=cluster, select=select, config=config,
-                   report=bench.reports[model])
     try:
+        run = px.train(bench.programs[model], cluster=cluster, select=select, config=config,
+                       report=bench.reports[model])
         with log:
             if sim:
                 shaped_at = _shape_while_measured(run, sim, bandwidth, plan)
             run.wait(plan.run_timeout)
+        first, last = window(plan.steps, plan.warmup, run.metrics, after=shaped_at)
     except TimeoutError:
         run.stop()
         return {"status": "timed out", "error": f"not done after {plan.run_timeout:g} s"}
-    except Exception as exc:
+    except Exception as exc:   # recorded; the other configurations still run
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    first, last = window(plan.steps, plan.warmup, run.metrics, after=shaped_at)
     result = {"status": "ok", "ran_as": run.mode, "seconds": run.finished_at - run.started_at,
               "window": [first, last],
               "examples_per_sec": run_throughput(run.metrics, first, last),

@@ -10,8 +10,18 @@ from typing import Dict, Optional, Union
 from .errors import ConfigError
 
 MODES = ("HYBRID", "PS", "AR")
+AUTO = "auto"
 
-Partitions = Union[None, int, Dict[str, int]]
+Partitions = Union[None, str, int, Dict[str, int]]
+
+# Sparse variables above this size get their partition count searched (partitions="auto").
+# A search launches several short trial runs (about 10-30 s each on a small machine, mostly
+# process start-up), worth it only where the partition count matters: tables whose gathers,
+# updates and memory dominate a server. The paper's LM1B tables are 1.6 GB each. Below the
+# threshold stay the bundled language model (200k x 64 and 200k x 128 float32: 51 and 102 MB)
+# and the test programs' largest table (1M x 64: 256 MB), which keep one partition per
+# server, so neither `make run` nor the test suite pays for searches they do not need.
+PARTITION_SEARCH_MIN_BYTES = 512 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +34,18 @@ class Config:
     steps: training steps per rank.
     batch_size: examples per rank and step, handed to ``dataset_fn`` when it takes a
         ``batch_size`` argument (otherwise the dataset decides).
-    partitions: partitions per sparse variable: an int for all of them, a dict
-        ``{variable name: int}``, or None for one partition per parameter server.
+    partitions: partitions per sparse variable: "auto" (the default) searches the count for
+        sparse variables larger than ``partition_search_min_bytes`` before training (see
+        `parallax_nb.tuning`; `px.train` blocks during the search) and gives smaller ones one
+        partition per server; an int fixes it for all of them, a dict
+        ``{variable name: int}`` per variable (others: one per server), None means one per
+        parameter server. Fixing it skips the search; do so when resuming from a checkpoint,
+        whose partitions a new search could change.
+    partition_search_min_bytes: size above which a sparse variable's partitions are
+        searched under partitions="auto" (default 512 MiB; why: PARTITION_SEARCH_MIN_BYTES).
+    search_warmup_steps, search_window_steps: each trial of the search runs this many
+        warm-up steps (tracing, first contact with the servers), then times the window's
+        steps; its cost is their median step time.
     servers: parameter-server tasks; None means one per selected host.
     average_sparse: average sparse gradients over ranks instead of summing them
         (the paper sums by default; dense gradients are always averaged).
@@ -36,7 +56,10 @@ class Config:
     mode: str = "HYBRID"
     steps: int = 100
     batch_size: Optional[int] = None
-    partitions: Partitions = None
+    partitions: Partitions = AUTO
+    partition_search_min_bytes: int = PARTITION_SEARCH_MIN_BYTES
+    search_warmup_steps: int = 3
+    search_window_steps: int = 10
     servers: Optional[int] = None
     average_sparse: bool = False
     local_aggregation: bool = True
@@ -59,7 +82,10 @@ class Config:
             _positive_int("servers", self.servers)
         if self.checkpoint_every_steps is not None:
             _positive_int("checkpoint_every_steps", self.checkpoint_every_steps)
-        _check_partitions(self.partitions)
+        _positive_int("partition_search_min_bytes", self.partition_search_min_bytes)
+        _positive_int("search_warmup_steps", self.search_warmup_steps)
+        _positive_int("search_window_steps", self.search_window_steps)
+        object.__setattr__(self, "partitions", _checked_partitions(self.partitions))
 
     def replace(self, **changes) -> "Config":
         """A copy with some options changed (validated like a new one)."""
@@ -68,12 +94,14 @@ class Config:
     def partitions_for(self, variable_name: str, servers: int, rows: int) -> int:
         """Partition count of one sparse variable: configured, else one per server.
 
+        "auto" plans one per server too: `px.train` replaces it by the searched counts
+        before anything is placed on a server.
         Never more partitions than rows (an empty partition cannot hold a shard).
         """
         wanted = self.partitions
         if isinstance(wanted, dict):
             wanted = _lookup_by_name(wanted, variable_name)
-        if wanted is None:
+        if wanted is None or wanted == AUTO:
             wanted = servers
         return max(1, min(int(wanted), rows))
 
@@ -91,13 +119,18 @@ def _positive_int(name, value):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _check_partitions(partitions):
+def _checked_partitions(partitions):
+    """The partitions option, validated ("Auto" is read as "auto")."""
     if partitions is None:
-        return
+        return None
     if isinstance(partitions, dict):
         for name, count in partitions.items():
             _positive_int(f"partitions[{name!r}]", count)
-        return
+        return partitions
     if isinstance(partitions, str):
-        raise ConfigError(f"partitions={partitions!r}: use an int, a dict per variable, or None")
+        if partitions.strip().lower() == AUTO:
+            return AUTO
+        raise ConfigError(f"partitions={partitions!r}: use {AUTO!r} (search), an int, a dict "
+                          f"per variable, or None (one per server)")
     _positive_int("partitions", partitions)
+    return partitions

@@ -9,6 +9,7 @@ from ..config import Config
 from ..events import topic_of
 from ..program import Program
 from ..runtime.spec import RankSpec
+from ..tuning import search_on_cluster, searched_variables
 from .rendezvous import Rendezvous, assign_ranks
 from .run import Run
 from .servers import start_servers
@@ -17,12 +18,18 @@ from .supervisor import run_rank
 
 def train(program: Program, cluster=None, select=None, config: Optional[Config] = None,
           report=None) -> Run:
-    """Start ``program`` data parallel on the selected devices; returns at once with a Run.
+    """Start ``program`` data parallel on the selected devices; returns with a Run.
 
     cluster: a ParallaxCluster (default: ``px.connect()``, an embedded LocalCluster).
     select: None (every device), a count, device keys, a dict of ``cluster.select``
         arguments, or a Selection.
     report: an analysis report to reuse (otherwise the program is analysed here).
+
+    Returns at once, unless ``config.partitions`` is "auto" and a sparse variable is larger
+    than ``config.partition_search_min_bytes``: then the partition search's trial runs go
+    first, blocking (a Run is one launch: its ranks, servers, placement and metrics; the
+    trials are launches of their own, and the real run is placed with their outcome), and
+    the Run carries the result as ``run.partition_search``.
     """
     from distributed import Event
 
@@ -38,7 +45,13 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     servers = config.servers or hosts
     ranks_per_host = max(len(d) for d in selection.by_host().values())
     report = (report or analyze(program, steps=2, config=config)).replan(
-        mode=config.mode, servers=servers, machines=hosts, workers_per_machine=ranks_per_host)
+        mode=config.mode, servers=servers, partitions=config.partitions, machines=hosts,
+        workers_per_machine=ranks_per_host)
+    search = None
+    if searched_variables(report):
+        search = search_on_cluster(program, cluster, selection, config, report)
+        config = config.replace(partitions=search.partitions)
+        report = report.replan(partitions=config.partitions)
     mode = report.mode
     if mode == "AR":
         servers = 0
@@ -46,6 +59,9 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     stop_event = Event(f"parallax-stop-{run_id}", client=cluster.client)
     run = Run(cluster.client, run_id, topic_of(run_id), stop_event, slots, config, mode,
               report)
+    if search is not None:
+        run.partition_search = search
+        run.notes.append(search.summary())
     rendezvous = None
     try:
         addresses, server_futures = (start_servers(cluster.client, run, selection, servers,

@@ -7,6 +7,7 @@ from typing import Optional
 import pandas as pd
 
 from ..render import render
+from ..tuning import PartitionSearch
 
 TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
 
@@ -26,6 +27,7 @@ class RunReport:
     placements: pd.DataFrame         # the analysis report's table for the run's mode
     communication: pd.DataFrame      # bytes per step (median) per rank: ps_*, hvd_*, local
     error: Optional[str] = None
+    partition_search: Optional[PartitionSearch] = None   # when partitions="auto" searched
 
     def communication_per_host(self) -> pd.DataFrame:
         """Bytes per step each host's ranks hand to the servers and to Horovod, summed."""
@@ -49,12 +51,18 @@ class RunReport:
             lines.append(self.communication.to_string(index=False))
         if self.error:
             lines.append(f"  error: {self.error}")
+        if self.partition_search:
+            lines.append(str(self.partition_search))
         lines.append("variables:")
         lines.append(self.placements.to_string(index=False))
         return "\n".join(lines)
 
     def _repr_html_(self):
+        from ..tuning.plot import search_svg
+
+        search = self.partition_search
         return render("run_report.html.j2", report=self,
+                      search=search, search_svg=search_svg(search) if search else "",
                       communication=self.communication.to_dict("records"),
                       traffic_columns=list(self.communication.columns),
                       per_rank=self.per_rank.to_dict("records"),
@@ -81,6 +89,7 @@ def build_report(run) -> RunReport:
                      int(frame["step"].max()) if len(frame) else 0, seconds,
                      float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
-                     placements, communication, str(run.error) if run.error else None)
+                     placements, communication, str(run.error) if run.error else None,
+                     run.partition_search)
 
 

@@ -51,6 +51,7 @@ class Run:
         self._futures = []
         self.started_at = time.time()
         self.finished_at: Optional[float] = None
+        self.partition_search = None   # set by train() when partitions="auto" searched
         client.subscribe_topic(topic, self._on_event)
 
     # -- events from the ranks ------------------------------------------------------------------

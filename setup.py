@@ -24,6 +24,7 @@ CORE = [
     "tqdm>=4.66",
     "nvidia-ml-py>=12.535",
     "ipykernel>=6.29",   # the parallax_nb kernel spec (python -m parallax_nb.kernels install)
+    "matplotlib>=3.8",   # the run report's partition-search plot (inline SVG)
 ]
 TEST = [
     "pytest>=8",
@@ -33,7 +34,6 @@ TEST = [
     "playwright>=1.45",
     "jupyterhub>=5.0",
     "jupyter-server-proxy>=4.1",   # the Dask dashboard behind the hub (docs/jupyterhub.md)
-    "matplotlib>=3.8",
 ]
 
 setup(

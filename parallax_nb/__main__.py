@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("program", help="module:attribute naming a parallax_nb.Program")
         sub.add_argument("--mode", default="HYBRID", type=str.upper, choices=MODES)
         sub.add_argument("--batch-size", type=int, default=None)
-        sub.add_argument("--partitions", type=int, default=None)
+        sub.add_argument("--partitions", default="auto",
+                         help="an int, or auto (default: search those of large sparse tables)")
         sub.add_argument("--servers", type=int, default=None)
     analyze.add_argument("--steps", type=int, default=5)
     analyze.add_argument("--machines", type=int, default=1)
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args, **extra) -> Config:
-    return Config(mode=args.mode, batch_size=args.batch_size, partitions=args.partitions,
+    partitions = int(args.partitions) if args.partitions.isdigit() else args.partitions
+    return Config(mode=args.mode, batch_size=args.batch_size, partitions=partitions,
                   servers=args.servers, **extra)
 
 

@@ -15,7 +15,8 @@ MODES = ("HYBRID", "PS", "AR")
 
 def plot_throughput(results: dict, path: str) -> None:
     """Left: one machine, examples/s against ranks per mode (plain TF as a dashed line), one
-    panel per model. Right: simulated machines, examples/s per mode for every shape and link."""
+    panel per model. Right: simulated machines, HYBRID's and PS's examples/s relative to AR
+    (the same shape and link) for every shape and link: where fewer bytes pay off."""
     local, remote = results["summary"]["one_machine"], results["summary"]["multihost"]
     models = sorted({r["model"] for r in local})
     remote_models = sorted({r["model"] for r in remote})
@@ -37,22 +38,24 @@ def plot_throughput(results: dict, path: str) -> None:
         ax.set_xticks(sorted({r["ranks"] for r in rows}))
         ax.set(title=f"{model}: one machine", xlabel="ranks", ylabel="examples/s")
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     for ax, model in zip(axes[0][len(models):], remote_models):
         rows = [r for r in remote if r["model"] == model]
         groups = sorted({(r["hosts"], r["ranks_per_host"], r["bandwidth"]) for r in rows},
                         key=lambda g: (g[0], g[1], -rate_bits(g[2])))
-        width = 0.8 / len(MODES)
-        for k, mode in enumerate(MODES):
-            values = [next((r["examples_per_sec"] for r in rows if r["config"] == mode and
+        others = [m for m in MODES if m != "AR"]
+        width = 0.8 / len(others)
+        for k, mode in enumerate(others):
+            values = [next((r["vs_ar"] for r in rows if r["config"] == mode and
                             (r["hosts"], r["ranks_per_host"], r["bandwidth"]) == g), 0.0)
                       for g in groups]
-            ax.bar([i + (k - 1) * width for i in range(len(groups))], values, width,
+            ax.bar([i + (k - 0.5) * width for i in range(len(groups))], values, width,
                    label=mode, color=COLOURS[mode])
+        ax.axhline(1.0, color=COLOURS["AR"], label="AR")
         ax.set_xticks(range(len(groups)),
                       [f"{h}x{g}\n{bw}" for h, g, bw in groups], fontsize=8)
-        ax.set(title=f"{model}: simulated machines", ylabel="examples/s",
-               xlabel="hosts x ranks, link")
+        ax.set(title=f"{model}: simulated machines", ylabel="examples/s relative to AR",
+               xlabel="hosts x ranks per host, link")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -265,7 +265,8 @@ def test_quick_benchmark_compares_with_a_sweep_and_writes_its_figures(quick_benc
     searched = max(s["partitions"] for s in results["search"]["samples"])
     assert [s["partitions"] for s in results["sweep"]] == list(range(1, searched + 1))
     comparison = results["comparison"]
-    timed = {s["partitions"]: s["seconds_per_step"] for s in results["sweep"]}
+    timed = {s["partitions"]: s["seconds_per_step"] for s in results["sweep"]}  # one round
+    assert comparison["reference_seconds_per_step"] == timed
     assert comparison["best_seconds_per_step"] == min(timed.values())
     assert comparison["chosen_over_best"] == pytest.approx(
         timed[results["search"]["chosen"]] / min(timed.values()))

@@ -53,7 +53,7 @@ class SimulationUnavailable(RuntimeError):
 def unavailable_reason() -> Optional[str]:
     """Why the simulation cannot run here, or None when it can."""
     if os.geteuid() != 0:
-        return "network namespaces need root (run the benchmark as root, or skip --multihost)"
+        return "network namespaces need root (run the benchmark as root, or with --parts local)"
     missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
     if missing:
         return f"missing {' and '.join(missing)} (install iproute2)"
@@ -92,7 +92,6 @@ class SimulatedHosts:
         self.bridge = f"{self.tag}br"
         self.hosts: List[Host] = []
         self._count = hosts
-        self._subnet = None
         self._scheduler: Optional[subprocess.Popen] = None
         self._logs = tempfile.mkdtemp(prefix=f"{self.tag}-")
         self.cluster = None
@@ -114,8 +113,7 @@ class SimulatedHosts:
         if reason:
             raise SimulationUnavailable(reason)
         remove_leftovers()
-        self._subnet = free_subnet()
-        gateway, *addresses = [str(a) for a in self._subnet.hosts()][:self._count + 1]
+        gateway, *addresses = [str(a) for a in free_subnet().hosts()][:self._count + 1]
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")

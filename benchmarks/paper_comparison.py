@@ -27,13 +27,14 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from parallax_nb.config import MODES  # HYBRID, PS, AR
+
 from . import netns, traffic
 from .machine import machine_facts
 from .summary import summarise, write_markdown
 from .throughput import COOLDOWN, plain_throughput, run_throughput, window
 from .workloads import FULL, QUICK, Workload
 
-MODES = ("HYBRID", "PS", "AR")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

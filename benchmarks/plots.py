@@ -7,10 +7,11 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from parallax_nb.config import MODES  # noqa: E402  (HYBRID, PS, AR)
+
 from .netns import rate_bits  # noqa: E402
 
 COLOURS = {"plain": "black", "HYBRID": "tab:green", "PS": "tab:orange", "AR": "tab:blue"}
-MODES = ("HYBRID", "PS", "AR")
 
 
 def plot_throughput(results: dict, path: str) -> None:

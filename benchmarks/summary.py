@@ -7,6 +7,10 @@ from typing import Dict, List
 
 import pandas as pd
 
+from parallax_nb.config import MODES  # HYBRID, PS, AR
+
+from .netns import rate_bits
+
 TOLERANCE = 0.20   # measured bytes per step must be within 20% of the prediction
 SLOWER = 0.10      # the SDK at one rank may be at most 10% slower than plain TensorFlow
 
@@ -104,20 +108,30 @@ def write_markdown(results: dict, path: str) -> str:
              f"{_load(machine['load_average_at_end'])} at end; variant {results['variant']}, "
              f"{results['seconds'] / 60:.1f} min.", ""]
     if summary["one_machine"]:
-        lines += ["One machine (loopback), examples/s, median over repeats:", "",
-                  "| model | config | ranks | examples/s | vs plain TF | vs AR |",
-                  "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['config']} | {r['ranks']} | {r['examples_per_sec']:,.0f}"
-                  f" | {r['vs_plain']:.2f} | {_ratio(r['vs_ar'])} |"
-                  for r in summary["one_machine"]]
+        lines += ["One machine (loopback): examples/s, median over repeats, and in brackets "
+                  "relative to plain TensorFlow:", "",
+                  "| model | ranks | plain TF | " + " | ".join(MODES) + " |",
+                  "|---|---:|---:|" + "---:|" * len(MODES)]
+        cells = {(r["model"], r["config"], r["ranks"]): r for r in summary["one_machine"]}
+        for model, ranks in sorted({(m, n) for m, c, n in cells if c != "plain"}):
+            plain = cells.get((model, "plain", 1)) if ranks == 1 else None
+            row = [f"{plain['examples_per_sec']:,.0f}" if plain else ""]
+            row += [_rate(cells.get((model, mode, ranks)), "vs_plain") for mode in MODES]
+            lines.append(f"| {model} | {ranks} | " + " | ".join(row) + " |")
         lines.append("")
     if summary["multihost"]:
-        lines += ["Simulated machines (network namespaces, shaped links), examples/s:", "",
-                  "| model | hosts x ranks | link | mode | examples/s | vs AR |",
-                  "|---|---|---|---|---:|---:|"]
-        lines += [f"| {r['model']} | {r['hosts']}x{r['ranks_per_host']} | {r['bandwidth']} | "
-                  f"{r['config']} | {r['examples_per_sec']:,.0f} | {_ratio(r['vs_ar'])} |"
-                  for r in summary["multihost"]]
+        lines += ["Simulated machines (network namespaces, shaped links): examples/s, and in "
+                  "brackets relative to AR:", "",
+                  "| model | hosts x ranks | link | " + " | ".join(MODES) + " |",
+                  "|---|---|---|" + "---:|" * len(MODES)]
+        cells = {(r["model"], r["hosts"], r["ranks_per_host"], r["bandwidth"], r["config"]): r
+                 for r in summary["multihost"]}
+        shapes = sorted({key[:4] for key in cells}, key=lambda k: (k[0], k[1], k[2],
+                                                                   -rate_bits(k[3])))
+        for model, hosts, per_host, link in shapes:
+            row = [_rate(cells.get((model, hosts, per_host, link, mode)), "vs_ar")
+                   for mode in MODES]
+            lines.append(f"| {model} | {hosts}x{per_host} | {link} | " + " | ".join(row) + " |")
         lines.append("")
     if summary["bytes"]:
         lines += ["Bytes per host per step between machines (sent / received, mean over "
@@ -144,6 +158,10 @@ def write_markdown(results: dict, path: str) -> str:
     return text
 
 
+def _rate(row, ratio: str) -> str:
+    return "-" if row is None else f"{row['examples_per_sec']:,.0f} ({row[ratio]:.2f})"
+
+
 def _check(row: dict, source: str) -> str:
     flag = "" if row[f"{source}_within_20pct"] else " **off by more than 20%**"
     return (f"{row[source + '_ratio']:.2f} ({row[source + '_host_ratio_min']:.2f}-"
@@ -152,10 +170,6 @@ def _check(row: dict, source: str) -> str:
 
 def _kb(row: dict, source: str) -> str:
     return f"{row[source + '_sent'] / 1e3:,.0f} / {row[source + '_received'] / 1e3:,.0f} KB"
-
-
-def _ratio(value) -> str:
-    return "-" if value != value else f"{value:.2f}"
 
 
 def _load(values) -> str:

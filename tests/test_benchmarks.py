@@ -77,7 +77,8 @@ def test_bytes_between_machines_agree_with_the_cost_model(quick):
 def test_results_are_written_as_markdown_and_plots(quick):
     _, out, _, output = quick
     markdown = (out / "paper_comparison_quick.md").read_text()
-    assert "| lm | HYBRID | 2 |" in markdown and markdown in output
+    assert "| model | ranks | plain TF | HYBRID | PS | AR |" in markdown
+    assert "| lm | 2 |" in markdown and markdown in output
     for name in ("paper_comparison_quick_throughput.png", "paper_comparison_quick_bytes.png"):
         if name.endswith("bytes.png") and NETNS:
             continue

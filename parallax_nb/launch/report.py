@@ -57,6 +57,8 @@ class RunReport:
         lines.append(self.placements.to_string(index=False))
         return "\n".join(lines)
 
+    __repr__ = __str__   # text consumers (terminals, nbval) get the summary, not fields
+
     def _repr_html_(self):
         from ..tuning.plot import search_svg
 

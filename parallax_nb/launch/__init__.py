@@ -42,11 +42,9 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     selection = cluster.resolve(select)
     slots = assign_ranks(selection)
     hosts = len(selection.hosts)
-    servers = config.servers or hosts
-    ranks_per_host = max(len(d) for d in selection.by_host().values())
-    report = (report or analyze(program, steps=2, config=config)).replan(
-        mode=config.mode, servers=servers, partitions=config.partitions, machines=hosts,
-        workers_per_machine=ranks_per_host)
+    report = (report or analyze(program, steps=2, config=config)).for_selection(
+        selection, mode=config.mode, servers=config.servers, partitions=config.partitions)
+    servers = report.servers
     search = None
     if searched_variables(report):
         search = search_on_cluster(program, cluster, selection, config, report)

@@ -149,7 +149,6 @@ def search_partitions(measure: Callable[[int], float], start: int, minimum: int,
         seconds = trial(partitions)
     failed_below = any(not s.ok for s in samples)
     floor = partitions if failed_below else minimum   # never back down to a failed count
-    first = (partitions, seconds)
 
     improved = False
     while partitions * 2 <= maximum:
@@ -157,8 +156,9 @@ def search_partitions(measure: Callable[[int], float], start: int, minimum: int,
         if doubled is None or doubled >= seconds:
             break
         partitions, seconds, improved = partitions * 2, doubled, True
-    if not improved:   # doubling the start was worse: the optimum lies below the start
-        partitions, seconds = first
+    # Halve only when the first doubling was already worse. Once doubling has improved, the
+    # convex t(P) has its minimum above the start, so a trial below it could only be slower.
+    if not improved:
         while partitions // 2 >= floor:
             halved = trial(partitions // 2)
             if halved is None or halved >= seconds:

@@ -5,7 +5,7 @@ On one cluster, side by side:
 1. **Search.** `px.train` of the bundled language model with ``partitions="auto"``: the
    search's trials, then a short real run with the chosen P (its placement is recorded).
 2. **Sweep.** The same trial (same steps, same timing window, same selection) at every P
-   from 1 to the largest P the search tried (at least 16 in the full run), in rounds: the
+   from 1 to 16 (4 in the quick run), in rounds: the
    reference step time of a P is its median over the rounds, which a shared machine's
    bursts of load move less than one trial.
 
@@ -42,7 +42,7 @@ class Plan:
     window: int                 # timed steps per trial
     final_steps: int            # steps of the real run after the search
     min_bytes: int              # Config.partition_search_min_bytes
-    sweep_at_least: int         # the sweep covers 1 .. max(this, largest P searched)
+    sweep_upto: int             # the sweep covers P = 1 .. this
     sweep_rounds: int           # sweeps run; a P's reference is its median over them
 
 
@@ -51,9 +51,9 @@ PLANS = {
     # hosts (one server each). They are below the default threshold (512 MiB), which keeps
     # them one partition per server in `make run`; here it is lowered so they are searched.
     "full": Plan(vocab=200_000, hosts=2, workers=2, batch_size=32, warmup=3, window=20,
-                 final_steps=30, min_bytes=32 * 2**20, sweep_at_least=16, sweep_rounds=3),
+                 final_steps=30, min_bytes=32 * 2**20, sweep_upto=16, sweep_rounds=3),
     "quick": Plan(vocab=20_000, hosts=1, workers=2, batch_size=32, warmup=2, window=5,
-                  final_steps=5, min_bytes=2**20, sweep_at_least=1, sweep_rounds=1),
+                  final_steps=5, min_bytes=2**20, sweep_upto=4, sweep_rounds=1),
 }
 
 
@@ -166,8 +166,7 @@ def main(argv=None, cluster=None) -> dict:
         program, run = search_and_train(cluster, plan)
         search = run.partition_search
         print(search, file=sys.stderr, flush=True)
-        upto = max(plan.sweep_at_least, max(s.partitions for s in search.samples))
-        sweep_samples = sweep(program, cluster, run, upto, plan.sweep_rounds)
+        sweep_samples = sweep(program, cluster, run, plan.sweep_upto, plan.sweep_rounds)
     finally:
         if owned:
             cluster.close()

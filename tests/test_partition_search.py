@@ -262,15 +262,17 @@ def test_auto_partitions_search_then_train_the_language_model_with_the_choice(qu
 def test_quick_benchmark_compares_with_a_sweep_and_writes_its_figures(quick_benchmark):
     results, written, _ = quick_benchmark
     assert written == json.loads(json.dumps(results))
-    searched = max(s["partitions"] for s in results["search"]["samples"])
-    assert [s["partitions"] for s in results["sweep"]] == list(range(1, searched + 1))
+    assert [s["partitions"] for s in results["sweep"]] == [1, 2, 3, 4]
     comparison = results["comparison"]
     timed = {s["partitions"]: s["seconds_per_step"] for s in results["sweep"]}  # one round
     assert comparison["reference_seconds_per_step"] == timed
     assert comparison["best_seconds_per_step"] == min(timed.values())
-    assert comparison["chosen_over_best"] == pytest.approx(
-        timed[results["search"]["chosen"]] / min(timed.values()))
-    assert comparison["within_5_percent"] == (comparison["chosen_over_best"] <= 1.05)
+    chosen = results["search"]["chosen"]
+    if chosen in timed:                              # the search may go beyond P = 4
+        assert comparison["chosen_over_best"] == pytest.approx(timed[chosen] / min(timed.values()))
+        assert comparison["within_5_percent"] == (comparison["chosen_over_best"] <= 1.05)
+    else:
+        assert comparison["chosen_over_best"] is None and not comparison["within_5_percent"]
     assert comparison["search_over_sweep_cost"] == pytest.approx(
         comparison["search_seconds"] / comparison["sweep_seconds"])
-    assert comparison["sweep_trials"] == searched and results["machine"]["nproc"] >= 1
+    assert comparison["sweep_trials"] == 4 and results["machine"]["nproc"] >= 1

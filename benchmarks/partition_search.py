@@ -148,7 +148,7 @@ def main(argv=None, cluster=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.partition_search",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the CI variant (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="the CI variant (7-8 short runs)")
     parser.add_argument("--out", default=RESULTS, help="directory of the JSON results")
     args = parser.parse_args(argv)
     name = "quick" if args.quick else "full"

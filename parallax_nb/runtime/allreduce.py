@@ -9,6 +9,10 @@ Horovod matches a collective across ranks by its tensors' names, and the chief's
 has ops the others lack (it applies the server updates), so automatic names can differ
 between ranks and the collective would wait forever. Every input is therefore re-issued
 under an explicit name that depends only on its position (`stable_names`).
+
+A run of one rank skips the collectives: averaging over one rank is the identity, and every
+Horovod collective still waits for Horovod's background cycle (1 ms by default), which made
+a one-rank step measurably slower than plain TensorFlow (benchmarks/README.md, "Profile").
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ class AllReduceSync:
         import tensorflow as tf
 
         synced = list(grads)
+        if self._hvd.size() == 1:
+            return synced
         dense = [i for i, g in enumerate(grads) if g is not None
                  and not isinstance(g, tf.IndexedSlices)]
         sparse = [i for i, g in enumerate(grads) if isinstance(g, tf.IndexedSlices)]

@@ -3,7 +3,10 @@ optimum (fast, no cluster), the "auto" option and its threshold, the report, and
 benchmark, whose `px.train(partitions="auto")` on the bundled language model is the
 integration test: search, chosen P, the real run placed with it, no process left behind."""
 import json
+import os
 import re
+import signal
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import pytest
 import parallax_nb as px
 import programs
 from benchmarks import partition_search as benchmark
-from cluster_tools import cluster_children, wait_until_gone
+from cluster_tools import cluster_children, wait_for, wait_until_gone
 from parallax_nb.examples import language_model
 from parallax_nb.launch.report import RunReport
 from parallax_nb.tuning import (PartitionSearch, Sample, SearchFailed, TrialFailed, cost_model,
@@ -276,3 +279,33 @@ def test_quick_benchmark_compares_with_a_sweep_and_writes_its_figures(quick_benc
     assert comparison["search_over_sweep_cost"] == pytest.approx(
         comparison["search_seconds"] / comparison["sweep_seconds"])
     assert comparison["sweep_trials"] == 4 and results["machine"]["nproc"] >= 1
+
+
+@pytest.mark.timeout(300)
+def test_interrupting_the_search_stops_its_trial_and_leaves_nothing_running():
+    """What Jupyter's "interrupt kernel" does (SIGINT to the kernel) during a trial: the
+    KeyboardInterrupt reaches the caller of px.train, and the trial's ranks and servers stop."""
+    program = language_model.make_program(vocab=20_000, dim=32, hidden=64, context=8,
+                                          num_sampled=256, examples=4_096)
+    config = px.Config(mode="HYBRID", steps=10, batch_size=32,
+                       partition_search_min_bytes=2**20,     # both tables (2.6, 5.1 MB)
+                       search_window_steps=100_000)          # a trial that would not end
+    with px.connect(local=2) as cluster:
+        started = []
+
+        def trial_has_trained():
+            """A step record of the trial on any run's Dask event topic."""
+            topics = cluster.client.get_events()
+            return any(isinstance(message, dict) and message.get("type") == "steps"
+                       for events in topics.values() for _, message in events)
+
+        def interrupt_once_the_trial_trains():
+            started.append(wait_for(trial_has_trained, timeout=120, interval=0.5))
+            if started[0]:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_the_trial_trains, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            px.train(program, cluster=cluster, select=2, config=config)
+        assert started == [True]                     # the trial was training
+        assert wait_until_gone([p.pid for p in cluster_children(cluster)], timeout=15) == []

@@ -24,7 +24,8 @@ from .session import current_session
 from .views.variables_view import VariablesView, parse_partitions
 
 
-def build_parser() -> MagicArgumentParser:
+def build_parser():
+    """The parser of every sub-command, and the sub-commands' own parsers by name."""
     parser = MagicArgumentParser(
         prog="parallax", description="Distributed sparsity-aware training from a notebook.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
@@ -89,7 +90,7 @@ def build_parser() -> MagicArgumentParser:
                         description="Stop every rank and server of the current run.")
     commands.add_parser("wait", help="wait for the current run; raise its error",
                         description="Block until the current run is over.")
-    return parser
+    return parser, commands.choices
 
 
 def _add_plan_options(parser):
@@ -101,13 +102,12 @@ def _add_plan_options(parser):
                         help="parameter servers (default one per selected host)")
 
 
-PARSER = build_parser()
+PARSER, COMMANDS = build_parser()
 
 
 def usage() -> str:
     """The whole help: the command list, then every command's own usage."""
-    commands = PARSER._subparsers._group_actions[0].choices
-    return "\n\n".join([PARSER.format_help()] + [c.format_help() for c in commands.values()])
+    return "\n\n".join([PARSER.format_help()] + [c.format_help() for c in COMMANDS.values()])
 
 
 @magics_class
@@ -123,9 +123,8 @@ class ParallaxMagics(Magics):
             print(usage())
             return None
         if "-h" in tokens[1:] or "--help" in tokens[1:]:
-            commands = PARSER._subparsers._group_actions[0].choices
-            if tokens[0] in commands:
-                print(commands[tokens[0]].format_help())
+            if tokens[0] in COMMANDS:
+                print(COMMANDS[tokens[0]].format_help())
                 return None
         args = PARSER.parse_argstring(line)
         if args.command == "train":

@@ -28,7 +28,11 @@ class NotebookSession:
     def connect(self, address=None, **options) -> ParallaxCluster:
         """Connect (closing a cluster this session started before) and list its devices."""
         cluster = connect(address, **options)
-        self.close()
+        try:
+            self.close()
+        except BaseException:
+            cluster.close()
+            raise
         self.cluster = cluster
         self.refresh()
         return cluster
@@ -73,11 +77,13 @@ class NotebookSession:
 
     def close(self) -> None:
         """Stop the current run and close the cluster (shutting it down if it is ours)."""
-        if self.run is not None and not self.run.done():
-            self.run.stop()
-        if self.cluster is not None:
-            self.cluster.close()
-        self.cluster = self.cluster_view = None
+        try:
+            if self.run is not None and not self.run.done():
+                self.run.stop()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+            self.cluster = self.cluster_view = None
 
 
 def current_session() -> NotebookSession:

@@ -23,24 +23,27 @@ class VariablesView:
         self.report = report
         self.selection = selection
         self.config = config or report.config
+        self._replan()
 
     def set_selection(self, selection: Selection) -> None:
         self.selection = selection
+        self._replan()
 
     def set_partitions(self, partitions) -> None:
         """An int for every sparse variable, a dict per variable, or None (one per server)."""
         self.config = self.config.replace(partitions=partitions)
+        self._replan()
 
-    @property
-    def planned(self) -> AnalysisReport:
-        """The report placed as a run on the selection would place it (without a selection,
-        on the machines the analysis assumed)."""
-        if self.selection is None:
-            return self.report.replan(mode=self.config.mode, servers=self.config.servers,
-                                      partitions=self.config.partitions)
-        return self.report.for_selection(self.selection, mode=self.config.mode,
-                                         servers=self.config.servers,
-                                         partitions=self.config.partitions)
+    def _replan(self) -> None:
+        """Place the report as a run on the selection would (without a selection, on the
+        machines the analysis assumed); planned once per change, read by every row and
+        figure the panel shows."""
+        options = dict(mode=self.config.mode, servers=self.config.servers,
+                       partitions=self.config.partitions)
+        self.planned: AnalysisReport = (self.report.replan(**options) if self.selection is None
+                                        else self.report.for_selection(self.selection,
+                                                                       **options))
+        self.estimate = self.planned.estimate()
 
     def rows(self) -> List[dict]:
         """name, shape, size, kind, alpha, placement, partitions, servers, and ``sparse``."""
@@ -50,29 +53,20 @@ class VariablesView:
             row["sparse"] = row["kind"] == "sparse"
         return rows
 
-    @property
-    def sparse_names(self) -> List[str]:
-        return [v.name for v in self.report.variables if v.kind == "sparse"]
-
     def costs(self) -> Dict[str, Tuple[float, float]]:
         """(send, recv) bytes per machine per step for each mode on this selection."""
-        return dict(self.planned.estimate().totals)
+        return dict(self.estimate.totals)
 
     @property
     def recommended_mode(self) -> str:
-        return self.planned.estimate().recommended
-
-    @property
-    def recommendation_reason(self) -> str:
-        return self.planned.estimate().reason
+        return self.estimate.recommended
 
     def cost_line(self) -> str:
-        planned = self.planned
         per_mode = "; ".join(f"{mode} {format_bytes(max(send, recv))}"
                              for mode, (send, recv) in self.costs().items() if mode in MODES)
-        return (f"bytes per machine per step on {planned.machines} machine(s) x "
-                f"{planned.workers_per_machine} rank(s): {per_mode}; recommended "
-                f"{self.recommended_mode} ({self.recommendation_reason})")
+        return (f"bytes per machine per step on {self.planned.machines} machine(s) x "
+                f"{self.planned.workers_per_machine} rank(s): {per_mode}; recommended "
+                f"{self.recommended_mode} ({self.estimate.reason})")
 
     def html(self) -> str:
         return self.planned._repr_html_()

@@ -60,11 +60,10 @@ class RunPanel(Panel):
         self._render_header()
 
     def _follow(self):
-        while not self.run.done():
-            self._redraw()
-            time.sleep(REFRESH_SECONDS)
-        self._stop.disabled = True
         try:
+            while not self.run.done():
+                self._redraw()
+                time.sleep(REFRESH_SECONDS)
             self._redraw()
             if self.run.error is not None:
                 self._show_error(self.run.error)
@@ -74,6 +73,8 @@ class RunPanel(Panel):
                 self._outcome_text = str(report)
         except Exception as exc:  # a panel that stops drawing must still say why
             self._show_error(exc)
+        finally:
+            self._stop.disabled = True
 
     def _redraw(self):
         elapsed = time.time() - self.run.started_at
@@ -86,7 +87,13 @@ class RunPanel(Panel):
 
     def _stop_clicked(self):
         self._stop.disabled = True
-        threading.Thread(target=self.run.stop, daemon=True).start()
+        threading.Thread(target=self._stop_run, daemon=True).start()
+
+    def _stop_run(self):
+        try:
+            self.run.stop()
+        except Exception as exc:  # e.g. ranks still running after the timeout: say so
+            self._show_error(exc)
 
     def _show_error(self, error: BaseException):
         self._outcome_text = f"error: {error}"

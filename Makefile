@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb
 
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
-# in benchmarks/results/. bench-quick is the seconds-long variant that CI runs through tests.
+# in benchmarks/results/. bench-quick runs the small variants (1-3 minutes) that CI runs through tests.
 bench: setup
 	$(PY) -m benchmarks.paper_comparison
 	$(PY) -m benchmarks.partition_search

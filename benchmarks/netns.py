@@ -154,9 +154,14 @@ class SimulatedHosts:
         try:
             self.cluster.client.wait_for_workers(len(self.hosts), timeout=self.start_timeout)
         except TimeoutError:
+            from parallax_nb.launch.supervisor import tail
+
+            logs = "\n".join(f"{name}: {tail(os.path.join(self._logs, name))}"
+                             for name in sorted(os.listdir(self._logs)) if name.endswith(".log"))
             raise SimulationUnavailable(f"the Dask workers in the namespaces did not join "
-                                        f"within {self.start_timeout:g} s; their logs are in "
-                                        f"{self._logs}") from None
+                                        f"within {self.start_timeout:g} s (the logs are "
+                                        f"removed with the simulation; their ends):\n"
+                                        f"{logs}") from None
 
     def close(self) -> None:
         """Stop every process of the simulation, then remove its links and namespaces."""

@@ -111,10 +111,13 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
             run.wait(plan.run_timeout)
         first, last = window(plan.steps, plan.warmup, run.metrics, after=shaped_at)
     except TimeoutError:
-        run.stop()
         return {"status": "timed out", "error": f"not done after {plan.run_timeout:g} s"}
     except Exception as exc:   # recorded; the other configurations still run
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    finally:   # a run that failed to be measured must not train on beside the next one
+        if run is not None and not run.done():
+            with contextlib.suppress(Exception):
+                run.stop()
     result = {"status": "ok", "ran_as": run.mode, "seconds": run.finished_at - run.started_at,
               "window": [first, last],
               "examples_per_sec": run_throughput(run.metrics, first, last),

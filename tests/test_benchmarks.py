@@ -39,7 +39,12 @@ def leftovers(pid):
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     process = bench("--quick", "--out", str(out))
-    output, _ = process.communicate(timeout=360)
+    try:
+        output, _ = process.communicate(timeout=360)
+    finally:              # a hung benchmark must not outlive its test (SIGTERM: it tears down)
+        if process.poll() is None:
+            process.terminate()
+            process.communicate(timeout=60)
     assert process.returncode == 0, output[-3000:]
     with open(out / "paper_comparison_quick.json") as f:
         return json.load(f), out, process.pid, output
@@ -93,7 +98,10 @@ def test_killed_benchmark_leaves_no_namespace_or_process(tmp_path):
     deadline = time.time() + 120
     while tag not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                     text=True).stdout:
-        assert process.poll() is None and time.time() < deadline, "no namespace appeared"
+        if process.poll() is not None or time.time() > deadline:
+            process.terminate()
+            process.communicate(timeout=60)
+            pytest.fail("no namespace appeared")
         time.sleep(0.2)
     time.sleep(3)     # Dask workers starting inside the namespaces
     process.send_signal(signal.SIGTERM)

@@ -98,7 +98,7 @@ def _supervise(module, spec, label, prepare, environment, failure,
             error = forwarder.error or {}
             message = error.get("message") or (f"the process exited with code "
                                                f"{process.returncode}")
-            raise failure(message, error.get("traceback") or _tail(log_path))
+            raise failure(message, error.get("traceback") or tail(log_path))
         result = None
         if getattr(spec, "result_file", None) and os.path.exists(spec.result_file):
             with open(spec.result_file, "rb") as f:
@@ -132,7 +132,8 @@ def free_port(dask_worker=None) -> str:
     return f"{host}:{open_port(host)}"
 
 
-def _tail(path: str) -> str:
+def tail(path: str) -> str:
+    """The end of a process's log, for error messages (the log itself is removed)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)

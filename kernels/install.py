@@ -2,17 +2,15 @@
 
 The spec names ``python``, which Jupyter would look up on the PATH of whatever process starts
 the kernel; under JupyterHub that is seldom the environment holding the SDK, TensorFlow and
-Horovod. Like ``ipykernel install``, the installer writes the absolute interpreter path of the
-Python running it into the spec's argv, then lets jupyter_client's KernelSpecManager put the
-spec where Jupyter looks for kernels (and replace an older copy).
+Horovod. So the installer is ``ipykernel install`` (``ipykernel.kernelspec.install``: the
+absolute interpreter path of the Python running it in argv, jupyter_client's KernelSpecManager
+putting the spec where Jupyter looks and replacing an older copy) with this package's display
+name and environment from ``parallax_nb/kernel.json``, and errors that say what to do.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -39,29 +37,23 @@ def install(*, user: bool = False, sys_prefix: bool = False, prefix: Optional[st
     if sum([user, sys_prefix, prefix is not None]) > 1:
         raise KernelInstallError("choose one place to install the kernel spec: --user, "
                                  "--sys-prefix or --prefix PREFIX (none of them: system-wide)")
-    if importlib.util.find_spec("ipykernel") is None:
-        raise KernelInstallError(f"ipykernel is not installed in {sys.prefix}, so the kernel "
-                                 f"could not start: {sys.executable} -m pip install ipykernel")
-    from jupyter_client.kernelspec import KernelSpecManager  # installed with ipykernel
+    from ipykernel.kernelspec import install as install_ipykernel
 
-    if sys_prefix:
-        prefix = sys.prefix
-    with tempfile.TemporaryDirectory(prefix="parallax-kernel-") as staging:
-        spec_dir = Path(staging) / SPEC_NAME
-        shutil.copytree(SPEC_DIR, spec_dir)
-        _point_at_this_python(spec_dir / "kernel.json", display_name)
-        try:
-            return KernelSpecManager().install_kernel_spec(str(spec_dir), name, user=user,
-                                                          prefix=prefix)
-        except ValueError as exc:  # jupyter_client's own message says what a name may hold
-            raise KernelInstallError(f"cannot install the kernel spec as {name!r}: {exc}"
-                                     ) from None
-        except OSError as exc:  # e.g. system-wide without the rights to write there
-            raise KernelInstallError(
-                f"cannot write the kernel spec to {exc.filename}: {exc.strerror}. Install "
-                f"system-wide as an administrator, or choose --user (for yourself), "
-                f"--sys-prefix (this environment) or --prefix PREFIX (a writable "
-                f"directory)") from None
+    spec = json.loads((SPEC_DIR / "kernel.json").read_text(encoding="utf-8"))
+    try:
+        return install_ipykernel(user=user, prefix=sys.prefix if sys_prefix else prefix,
+                                 kernel_name=name,
+                                 display_name=display_name or spec["display_name"],
+                                 env=dict(spec["env"]))
+    except ValueError as exc:  # jupyter_client's own message says what a name may hold
+        raise KernelInstallError(f"cannot install the kernel spec as {name!r}: {exc}"
+                                 ) from None
+    except OSError as exc:  # e.g. system-wide without the rights to write there
+        raise KernelInstallError(
+            f"cannot write the kernel spec to {exc.filename}: {exc.strerror}. Install "
+            f"system-wide as an administrator, or choose --user (for yourself), "
+            f"--sys-prefix (this environment) or --prefix PREFIX (a writable "
+            f"directory)") from None
 
 
 def kernel_dir_is_searched(destination: str) -> bool:
@@ -69,11 +61,3 @@ def kernel_dir_is_searched(destination: str) -> bool:
     from jupyter_client.kernelspec import KernelSpecManager
 
     return str(Path(destination).parent) in KernelSpecManager().kernel_dirs
-
-
-def _point_at_this_python(kernel_json: Path, display_name: Optional[str]) -> None:
-    spec = json.loads(kernel_json.read_text(encoding="utf-8"))
-    spec["argv"][0] = sys.executable
-    if display_name:
-        spec["display_name"] = display_name
-    kernel_json.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")

@@ -53,3 +53,27 @@ QUICK: Dict[str, Workload] = {
     "lm": _lm(128, vocab=20_000, dim=32, hidden=64, context=8, num_sampled=256,
               examples=4_096),
 }
+
+
+def _recommender(batch_size: int, **sizes) -> Workload:
+    from parallax_nb.examples import recommender
+
+    return Workload("recommender", f"Criteo-shaped Wide & Deep: 26 tables (scale "
+                                   f"{sizes['scale']}), 13 dense features, MLP", batch_size,
+                    lambda: recommender.make_program(**sizes), sizes)
+
+
+# The step-path benchmark (issue: HYBRID at the speed of the wire): the language model at the
+# held-out program's size (300k-word tables, batch 64) and a model shaped differently, with
+# many small tables and a few large ones.
+STEP_PATH: Dict[str, Workload] = {
+    "lm": _lm(64, vocab=300_000, dim=64, hidden=128, context=8, num_sampled=512,
+              examples=20_000),
+    "recommender": _recommender(64, scale=0.03, dim=16, hidden=64, dense_features=13,
+                                examples=8192),
+}
+STEP_PATH_QUICK: Dict[str, Workload] = {
+    "lm": QUICK["lm"],
+    "recommender": _recommender(64, scale=0.003, dim=8, hidden=32, dense_features=13,
+                                examples=2048),
+}

@@ -23,6 +23,9 @@ Partitions = Union[None, str, int, Dict[str, int]]
 # server, so neither `make run` nor the test suite pays for searches they do not need.
 PARTITION_SEARCH_MIN_BYTES = 512 * 2**20
 
+# Horovod settings every rank gets unless Config.horovod overrides them (README "Horovod").
+HOROVOD_DEFAULTS: Dict[str, str] = {}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -51,6 +54,11 @@ class Config:
         (the paper sums by default; dense gradients are always averaged).
     local_aggregation: combine the sparse gradients of all ranks on one host before they
         go to the servers, so each host sends one gradient per step.
+    profile: record where each step's time goes (input, pull, compute, local aggregation,
+        push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
+        step metrics and in the run report. Cheap: a few timestamps per step.
+    horovod: Horovod settings for the ranks, ``{"HOROVOD_CYCLE_TIME": "0.2", ...}``, over
+        the SDK's defaults (`HOROVOD_DEFAULTS`, tuned for small steps; README "Horovod").
     """
 
     mode: str = "HYBRID"
@@ -68,6 +76,8 @@ class Config:
     checkpoint_every_seconds: Optional[float] = None
     log_every: int = 1
     start_timeout: float = 120.0
+    profile: bool = False
+    horovod: Optional[Dict[str, str]] = None
 
     def __post_init__(self):
         mode = str(self.mode).upper()
@@ -86,6 +96,13 @@ class Config:
         _positive_int("search_warmup_steps", self.search_warmup_steps)
         _positive_int("search_window_steps", self.search_window_steps)
         object.__setattr__(self, "partitions", _checked_partitions(self.partitions))
+        if self.horovod is not None:
+            bad = [k for k in self.horovod if not str(k).startswith("HOROVOD_")]
+            if bad:
+                raise ConfigError(f"horovod={self.horovod!r}: {bad} are not Horovod settings "
+                                  f"(names start with HOROVOD_, e.g. HOROVOD_CYCLE_TIME)")
+            object.__setattr__(self, "horovod", {str(k): str(v)
+                                                 for k, v in self.horovod.items()})
 
     def replace(self, **changes) -> "Config":
         """A copy with some options changed (validated like a new one)."""

@@ -8,6 +8,7 @@ import. Private APIs are kept in this one module and pinned by tests (TensorFlow
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -54,7 +55,8 @@ def trainable_variables(model):
     return list(model.trainable_variables)
 
 
-def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str):
+def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str,
+                       trainable: bool = True):
     """A real ``tf.Variable`` whose resource is the shared-name handle on ``device``.
 
     Every process that asks for the same shared name on the same server gets the same
@@ -74,8 +76,24 @@ def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str):
                                          handle_data_util.create_handle_data(shape, dtype))
         handle._unique_id = f"{shared_name}_{ops.uid()}"  # what optimizers key slots by
         handle._name = f"{name}:0"
-        return resource_variable_ops.ResourceVariable(handle=handle, shape=shape, dtype=dtype,
-                                                      trainable=True)
+        return _server_variable_class()(handle=handle, shape=shape, dtype=dtype,
+                                        trainable=trainable)
+
+
+@functools.lru_cache(maxsize=None)
+def _server_variable_class():
+    """A ResourceVariable whose row gathers report themselves to the step profile."""
+    from tensorflow.python.ops import resource_variable_ops
+
+    from .runtime.profile import record_gather
+
+    class ServerResourceVariable(resource_variable_ops.ResourceVariable):
+        def sparse_read(self, indices, name=None):
+            rows = super().sparse_read(indices, name=name)
+            record_gather(rows)
+            return rows
+
+    return ServerResourceVariable
 
 
 def build_optimizer(optimizer, variables):

@@ -115,13 +115,14 @@ def test_checkpoint_restore_continues_the_same_run(cluster, tmp_path):
 
 
 def test_a_dead_parameter_server_fails_the_run_naming_it(cluster):
-    as_hosts(cluster, 1)
+    as_hosts(cluster, 2)   # server 0 lives in rank 0; server 1 is a process on host1
     run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
                    config=px.Config(mode="HYBRID", steps=1_000_000, batch_size=4))
     assert wait_for(lambda: len(run.metrics) > 4, timeout=120)
-    os.kill(run.servers_started[0]["pid"], signal.SIGKILL)
-    with pytest.raises(px.ParallaxError, match=r"parameter server 0 \(127\.0\.0\.1:\d+\) on "
-                                               r"host host0 failed"):
+    assert run.servers_started[0]["pid"] == run.pids[0]
+    os.kill(run.servers_started[1]["pid"], signal.SIGKILL)
+    with pytest.raises(px.ParallaxError, match=r"parameter server 1 \(127\.0\.0\.1:\d+\) on "
+                                               r"host host1 failed"):
         run.wait(timeout=60)
     assert wait_until_gone(list(run.pids.values())) == []
     assert wait_until_gone([p.pid for p in run_processes(run.run_id)]) == []

@@ -5,14 +5,14 @@ import threading
 import uuid
 from typing import Optional
 
-from ..config import Config
+from ..config import HOROVOD_DEFAULTS, Config
 from ..events import topic_of
 from ..program import Program
 from ..runtime.spec import RankSpec
 from ..tuning import search_on_cluster, searched_variables
 from .rendezvous import Rendezvous, assign_ranks
 from .run import Run
-from .servers import start_servers
+from .servers import IN_CHIEF, server_appliers, start_servers
 from .supervisor import run_rank
 
 
@@ -62,9 +62,10 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
         run.notes.append(search.summary())
     rendezvous = None
     try:
-        addresses, server_futures = (start_servers(cluster.client, run, selection, servers,
-                                                   config.start_timeout)
-                                     if servers else ((), []))
+        addresses, placed, server_futures = (
+            start_servers(cluster.client, run, selection, servers, config.start_timeout)
+            if servers else ((), (), []))
+        appliers = server_appliers(placed, slots)
         rendezvous = Rendezvous(slots, cluster.scheduler_address)
         run.add_cleanup(rendezvous.stop)
         host_ranks = tuple(tuple(s.rank for s in slots if s.host == host)
@@ -72,9 +73,12 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
         specs = [RankSpec(run_id=run_id, rank=s.rank, size=s.size, local_rank=s.local_rank,
                           local_size=s.local_size, host=s.host,
                           program=payload, config=config, mode=mode,
-                          environment=s.horovod_environment(rendezvous.address, rendezvous.port),
+                          environment={**s.horovod_environment(rendezvous.address,
+                                                               rendezvous.port),
+                                       **HOROVOD_DEFAULTS, **(config.horovod or {})},
                           topic=run.topic, stop_event=stop_event.name, hosts=hosts,
-                          host_ranks=host_ranks, servers=addresses,
+                          host_ranks=host_ranks, servers=addresses, appliers=appliers,
+                          server_task=IN_CHIEF if servers and s.rank == 0 else None,
                           placements=report.placements)
                  for s in slots]
         rank_futures = [cluster.client.submit(run_rank, spec, workers=[slot.device.worker],

@@ -7,6 +7,7 @@ from typing import Optional
 import pandas as pd
 
 from ..render import render
+from ..runtime.profile import PHASES
 from ..tuning import PartitionSearch
 
 TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
@@ -28,6 +29,20 @@ class RunReport:
     communication: pd.DataFrame      # bytes per step (median) per rank: ps_*, hvd_*, local
     error: Optional[str] = None
     partition_search: Optional[PartitionSearch] = None   # when partitions="auto" searched
+    metrics: Optional[pd.DataFrame] = dataclasses.field(default=None, repr=False)
+
+    def phases(self, first: int = 1, last: Optional[int] = None) -> dict:
+        """Where a step's time went (``Config(profile=True)``): ms per phase, the median over
+        steps first+1..last of the rank whose steps took longest (the critical path)."""
+        frame = self.metrics
+        columns = [f"t_{p}" for p in PHASES]
+        if frame is None or frame.empty or frame[columns].isna().all().all():
+            return {}
+        last = int(frame["step"].max()) if last is None else last
+        steady = frame[(frame["step"] > first) & (frame["step"] <= last)]
+        medians = steady.groupby("rank")[columns + ["step_time"]].median()
+        slowest = medians.loc[medians["step_time"].idxmax()]
+        return {p: float(slowest[f"t_{p}"] * 1e3) for p in PHASES}
 
     def communication_per_host(self) -> pd.DataFrame:
         """Bytes per step each host's ranks hand to the servers and to Horovod, summed."""
@@ -49,6 +64,10 @@ class RunReport:
             lines.append("communication per step (bytes, median over steps; see "
                          "docs/communication.md):")
             lines.append(self.communication.to_string(index=False))
+        phases = self.phases()
+        if phases:
+            lines.append("where a step's time goes (ms per step, median, slowest rank): " +
+                         ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.partition_search:
@@ -92,6 +111,6 @@ def build_report(run) -> RunReport:
                      float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
                      placements, communication, str(run.error) if run.error else None,
-                     run.partition_search)
+                     run.partition_search, frame)
 
 

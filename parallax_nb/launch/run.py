@@ -14,11 +14,13 @@ import pandas as pd
 
 from ..errors import ParallaxError, RankError, RunStopped
 from ..events import DONE, INFO, STARTED, TOPOLOGY
+from ..runtime.profile import PHASES
 
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
     "stopped"
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
-                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "time"]
+                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "time"] + \
+    [f"t_{phase}" for phase in PHASES]   # with Config(profile=True)
 
 
 class Run:

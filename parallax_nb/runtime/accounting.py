@@ -46,8 +46,9 @@ class Accounting:
                 hvd_recv += (all_rows - own_rows) * slice_bytes
                 hvd_sent += own_rows * (n - 1) * slice_bytes
         ps_recv, ps_sent = zero, pushed
-        for g, (variable, _, _, sparse, _) in zip(server_grads, self.server_entries):
-            if sparse:
+        for g, entry in zip(server_grads, self.server_entries):
+            variable = entry.variable
+            if entry.sparse:
                 if g is not None:
                     rows = tf.shape(g.indices, out_type=tf.int64)[0]
                     ps_recv += rows * _row_bytes(g.values)

@@ -71,8 +71,11 @@ def main(argv) -> int:
         if spec.servers:
             from .server_variables import connect_to_servers
 
-            connect_to_servers(hvd, spec.rank, spec.size, spec.servers,
-                               os.environ.get("PARALLAX_ADDRESS", "127.0.0.1"))
+            connect_to_servers(hvd, spec, os.environ.get("PARALLAX_ADDRESS", "127.0.0.1"),
+                               on_serving=lambda: events.send(
+                                   STARTED, server=spec.server_task, host=spec.host,
+                                   pid=os.getpid(), address=spec.servers[spec.server_task],
+                                   in_rank=spec.rank))
         weights = Trainer(spec, program, hvd, events, host_set).run()
         if spec.result_file:
             write_atomically(spec.result_file, weights)

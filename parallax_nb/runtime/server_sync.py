@@ -5,22 +5,44 @@ Per step and per partition:
 1. every rank de-duplicates its gradient rows (a word seen 5 times is pushed once);
 2. with local aggregation, the ranks of a host allgather their rows over the host's Horovod
    process set and only the host's first rank pushes, so each host sends one gradient;
-3. pushes go into a FIFO queue on the partition's server (a shared-name queue every rank
-   opens);
-4. the chief takes the expected number of pushes from each queue, sums them (averages them
-   with ``average_sparse``; dense gradients in PS mode are always averaged) and applies them
-   with the user's optimizer *on the server*: one optimizer per partition, built under the
-   server's device, so its slots live beside the partition and no row leaves the server.
+3. the partition's *applier*, the first rank on its server's host (`launch.servers`), takes
+   the other pushes from a FIFO queue on the server (a shared-name queue every rank opens),
+   adds its own, sums them (averages them with ``average_sparse``; dense gradients in PS
+   mode are always averaged) and applies them *on the server*, where its push lands: a
+   sparse partition by its row rule (`parallax_nb.row_updates`, slots beside the partition),
+   anything else by the user's optimizer built under the server's device. On one host the
+   applier is the chief and the server lives in its process, so a step's updates are local
+   calls there and the other ranks' pushes need no separate round trip to apply them.
 
-The step's Horovod AllReduce runs after the pushes (and, on the chief, after the updates),
-so it doubles as the barrier: no rank gathers rows for step t+1 before step t is applied.
+A partition whose update is the user's own optimizer is applied by the chief, which owns that
+optimizer's slots (a Keras optimizer's slots are private to the process that made them, and the
+chief checkpoints them); row-rule slots are shared-name variables any rank can open, so the
+chief checkpoints those too without applying them.
+
+The step's Horovod AllReduce runs after the pushes (and, on appliers, after the updates), so
+it doubles as the barrier: no rank gathers rows for step t+1 before step t is applied.
 """
 from __future__ import annotations
 
-from typing import List
+import dataclasses
+from typing import List, Optional
 
-from ..tf_env import build_optimizer, tensorflow
+from ..row_updates import RowUpdater, row_rule
+from ..tf_env import build_optimizer, ps_handle_variable, tensorflow
 from .allreduce import stable_names
+
+
+@dataclasses.dataclass
+class Entry:
+    """One partition on a server and how its step's gradients reach it."""
+
+    variable: object             # the partition (a tf.Variable on its server)
+    device: str
+    sparse: bool
+    applier: int                 # the rank that applies its updates
+    queue: Optional["SharedQueue"]
+    update: object = None        # RowUpdater (sparse, supported optimizer) or a Keras optimizer
+    saved: object = None         # what the chief checkpoints of its optimizer state
 
 
 class ServerSync:
@@ -34,43 +56,58 @@ class ServerSync:
         self.aggregate = self.config.local_aggregation and spec.local_size > 1
         self.pushes_per_step = spec.hosts if self.config.local_aggregation else spec.size
         self.is_pusher = spec.local_rank == 0 or not self.aggregate
-        self.entries = []    # (partition variable, device, queue, is_sparse, optimizer or None)
+        rule, self.update_note = row_rule(optimizer_fn())
+        self.entries: List[Entry] = []
         for variable in server_variables.variables:
             sparse = variable.placement.variable.kind == "sparse"
-            for part_var, device in zip(variable.partitions, variable.devices()):
+            for part_var, part, device in zip(variable.partitions, variable.placement.partitions,
+                                              variable.devices()):
+                index = len(self.entries)
+                by_rule = sparse and rule is not None
+                applier = spec.appliers[part.server] if by_rule else 0
                 dtypes = [tf.int64, part_var.dtype] if sparse else [part_var.dtype]
-                queue = SharedQueue(f"{spec.run_id}/{variable.name}/part{len(self.entries)}",
-                                    dtypes, device, capacity=max(self.pushes_per_step, 1) * 4)
-                optimizer = None
-                if spec.rank == 0:
-                    optimizer = optimizer_fn()
+                queue = None
+                if self.pushes_per_step > 1:
+                    queue = SharedQueue(f"{spec.run_id}/{variable.name}/part{index}", dtypes,
+                                        device, capacity=self.pushes_per_step * 4)
+                entry = Entry(part_var, device, sparse, applier, queue)
+                stem = f"{spec.run_id}/{variable.name}/part{index}/update"
+                if by_rule and (spec.rank == applier or spec.rank == 0):
                     with tf.device(device):
-                        build_optimizer(optimizer, [part_var])
-                self.entries.append((part_var, device, queue, sparse, optimizer))
+                        entry.update = RowUpdater(rule, part_var, _shared_slot(
+                            stem, device, initialise=spec.rank == applier))
+                    entry.saved = entry.update.checkpointed()
+                elif not by_rule and spec.rank == 0:
+                    entry.update = optimizer_fn()
+                    with tf.device(device):
+                        build_optimizer(entry.update, [part_var])
+                    entry.saved = entry.update
+                self.entries.append(entry)
 
     @property
     def variables(self) -> List:
-        return [e[0] for e in self.entries]
+        return [e.variable for e in self.entries]
 
-    def optimizers(self):
-        return [e[4] for e in self.entries if e[4] is not None]
+    def checkpointed(self):
+        """The optimizer state of every partition (the chief's view), for its checkpoint."""
+        return [e.saved for e in self.entries if e.saved is not None]
 
     # -- inside the step function ---------------------------------------------------------------
     def push(self, grads):
-        """Send this rank's (or host's) gradients.
+        """Send this rank's (or host's) gradients; apply the partitions this rank applies.
 
         Returns (ops to wait for, bytes pushed to the servers, bytes the host's ranks
         exchanged for local aggregation).
         """
         tf = self.tf
-        sparse_idx = [i for i, e in enumerate(self.entries) if e[3]]
-        dense_idx = [i for i, e in enumerate(self.entries) if not e[3]]
+        sparse_idx = [i for i, e in enumerate(self.entries) if e.sparse]
+        dense_idx = [i for i, e in enumerate(self.entries) if not e.sparse]
         payload = {}
         for i in sparse_idx:
             g = grads[i]
             if g is None:
-                g = tf.IndexedSlices(tf.zeros((0,) + tuple(self.entries[i][0].shape[1:]),
-                                              self.entries[i][0].dtype),
+                g = tf.IndexedSlices(tf.zeros((0,) + tuple(self.entries[i].variable.shape[1:]),
+                                              self.entries[i].variable.dtype),
                                      tf.zeros((0,), tf.int64))
             payload[i] = (tf.cast(g.indices, tf.int64), g.values)
         if self.aggregate and sparse_idx:
@@ -81,7 +118,7 @@ class ServerSync:
             n = len(sparse_idx)
             for k, i in enumerate(sparse_idx):
                 payload[i] = (gathered[k], gathered[n + k])
-        dense = {i: grads[i] if grads[i] is not None else tf.zeros_like(self.entries[i][0])
+        dense = {i: grads[i] if grads[i] is not None else tf.zeros_like(self.entries[i].variable)
                  for i in dense_idx}
         if self.aggregate and dense_idx:
             summed = self.hvd.grouped_allreduce(
@@ -99,6 +136,7 @@ class ServerSync:
                                  [dense[i] for i in dense_idx]
             for t in collective_results:
                 local += tf.size(t, out_type=tf.int64) * t.dtype.size
+        self.collective_results = collective_results   # for the step profile
         ops, pushed = [], tf.constant(0, tf.int64)
         if not self.is_pusher:
             return collective_results, pushed, local
@@ -106,37 +144,53 @@ class ServerSync:
             indices, values = _deduplicate(tf, *payload[i])
             pushed += tf.size(indices, out_type=tf.int64) * 8 + \
                 tf.size(values, out_type=tf.int64) * values.dtype.size
-            with tf.device(self.entries[i][1]):
-                ops.append(self.entries[i][2].enqueue([indices, values]))
+            ops.append(self._deliver(self.entries[i], [indices, values]))
         for i in dense_idx:
             pushed += tf.size(dense[i], out_type=tf.int64) * dense[i].dtype.size
-            with tf.device(self.entries[i][1]):
-                ops.append(self.entries[i][2].enqueue([dense[i]]))
+            ops.append(self._deliver(self.entries[i], [dense[i]]))
         return ops, pushed, local
 
-    def apply(self):
-        """Chief only: take every push of this step, combine, update on the servers."""
+    def _deliver(self, entry: Entry, components):
+        """Enqueue a push for the partition's applier, or, on the applier, take the other
+        pushes, combine them with this one and apply the update."""
         tf = self.tf
-        updates = []
-        for part_var, device, queue, sparse, optimizer in self.entries:
-            with tf.device(device):
-                items = [queue.dequeue() for _ in range(self.pushes_per_step)]
-                if sparse:
-                    indices = tf.concat([item[0] for item in items], axis=0)
-                    values = tf.concat([item[1] for item in items], axis=0)
-                    if self.config.average_sparse:
-                        values = values / self.spec.size
-                    grad = tf.IndexedSlices(values, indices,
-                                            tf.shape(part_var, out_type=tf.int64))
-                else:
-                    grad = tf.add_n([item[0] for item in items]) / self.spec.size
-                optimizer.apply_gradients([(grad, part_var)])
-                # What apply_gradients returns is the optimizer's step counter, not the
-                # variable's update. A one-row read of the partition is ordered after the
-                # update by tf.function's automatic control dependencies (same resource),
-                # so waiting for it means waiting for the update.
-                updates.append(part_var.sparse_read([0]))
-        return updates
+        with tf.device(entry.device):
+            if entry.applier != self.spec.rank:
+                return entry.queue.enqueue(components)
+            items = [components] + [entry.queue.dequeue()
+                                    for _ in range(self.pushes_per_step - 1)]
+            if entry.sparse:
+                indices = tf.concat([item[0] for item in items], axis=0)
+                values = tf.concat([item[1] for item in items], axis=0)
+                if self.config.average_sparse:
+                    values = values / self.spec.size
+                grad = tf.IndexedSlices(values, indices,
+                                        tf.shape(entry.variable, out_type=tf.int64))
+            else:
+                grad = tf.add_n([item[0] for item in items]) / self.spec.size
+            if isinstance(entry.update, RowUpdater):
+                return entry.update.apply(grad)
+            entry.update.apply_gradients([(grad, entry.variable)])
+            # What apply_gradients returns is the optimizer's step counter, not the
+            # variable's update. A one-row read of the partition is ordered after the
+            # update by tf.function's automatic control dependencies (same resource),
+            # so waiting for it means waiting for the update.
+            return entry.variable.sparse_read([0])
+
+
+def _shared_slot(stem, device, initialise):
+    """A row-rule slot every rank can open by name on the server (see the module docstring):
+    the applier creates and initialises it, the chief opens it for its checkpoints."""
+    tf = tensorflow()
+
+    def make(name, shape, dtype, initial):
+        variable = ps_handle_variable(shared_name=f"{stem}/{name}", name=f"{stem}/{name}",
+                                      shape=shape, dtype=dtype, device=device, trainable=False)
+        if initialise:
+            variable.assign(initial() if callable(initial) else initial)
+        return variable
+
+    return make
 
 
 class SharedQueue:

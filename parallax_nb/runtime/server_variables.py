@@ -22,31 +22,40 @@ def server_device(task: int) -> str:
     return f"/job:ps/replica:0/task:{task}/device:CPU:0"
 
 
-def connect_to_servers(hvd, rank: int, size: int, servers, own_host: str = "127.0.0.1"):
-    """Join the servers' TensorFlow cluster as this rank's own job ("w<rank>"), one rank
-    after the other.
+def connect_to_servers(hvd, spec, own_host: str = "127.0.0.1", on_serving=None):
+    """Join the servers' TensorFlow cluster, one rank after the other.
 
-    Each rank is a job of its own: with one shared "worker" job listing every rank, every
-    client would try to manage every other one. Ranks connect in turn (a Horovod barrier
-    between them): two eager contexts created on a server at the same instant have crashed
-    it (SIGSEGV in TensorFlow 2.18.1's eager service).
+    The rank that hosts a server in its own process (``spec.server_task``, the chief) joins
+    as that "ps" task: its variables there are local to it. Every other rank is a job of its
+    own ("w<rank>"): with one shared "worker" job listing every rank, every client would try
+    to manage every other one. Ranks connect in turn, the server's host first (a Horovod
+    barrier between them): two eager contexts created on a server at the same instant have
+    crashed it (SIGSEGV in TensorFlow 2.18.1's eager service). ``on_serving()`` runs once this
+    rank's own server listens.
     """
-    for turn in range(size):
-        if turn == rank:
-            _connect(rank, servers, own_host)
+    for turn in range(spec.size):
+        if turn == spec.rank:
+            _connect(spec, own_host)
+            if spec.server_task is not None and on_serving is not None:
+                on_serving()
         hvd.allreduce(tensorflow().constant(0.0), name=f"parallax_connect_{turn}")
 
 
-def _connect(rank: int, servers, own_host: str) -> None:
+def _connect(spec, own_host: str) -> None:
     from distributed.utils import open_port
 
     tf = tensorflow()
-    own = f"{own_host}:{open_port(own_host)}"
-    job = f"w{rank}"
-    cluster = tf.train.ClusterSpec({"ps": list(servers), job: [own]})
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, rpc_layer="grpc")
-    tf.config.experimental_connect_to_cluster(resolver, job_name=job, task_index=0,
+    if spec.server_task is not None:
+        cluster, job, task = {"ps": list(spec.servers)}, "ps", spec.server_task
+    else:
+        job, task = f"w{spec.rank}", 0
+        cluster = {"ps": list(spec.servers), job: [f"{own_host}:{open_port(own_host)}"]}
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), rpc_layer="grpc")
+    tf.config.experimental_connect_to_cluster(resolver, job_name=job, task_index=task,
                                               make_master_device_default=False)
+    # The context connects lazily, at its first operation: make it now, in this rank's turn.
+    tf.constant(0.0).numpy()
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import itertools
 from typing import Optional
 
 from ..program import Program
+from ..row_updates import LocalRowUpdates
 from ..tf_env import tensorflow, trainable_variables
 from .data import endless_batches, named_weights
 
@@ -25,19 +26,29 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
     tf = tensorflow()
     model = program.model()
     optimizer = program.optimizer()
+    batches = endless_batches(program, 0, 1, batch_size)
+    first = next(batches)
+    # Sparse variables (an IndexedSlices gradient, the analysis's rule) take their row rule,
+    # as in every mode of a distributed run: one gradient of the first batch tells which.
+    with tf.GradientTape() as tape:
+        probe = program.loss_fn(model, first)
+    variables = trainable_variables(model)
+    row_updates = LocalRowUpdates(optimizer, [
+        v for g, v in zip(tape.gradient(probe, variables), variables)
+        if isinstance(g, tf.IndexedSlices)])
 
     @tf.function(reduce_retracing=True)
     def step(batch):
         with tf.GradientTape() as tape:
             loss = program.loss_fn(model, batch)
-        variables = trainable_variables(model)
         grads = [g if g is None or v.name not in scale else _scaled(g, scale[v.name])
                  for g, v in zip(tape.gradient(loss, variables), variables)]
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        row_updates.apply(optimizer, [(g, v) for g, v in zip(grads, variables)
+                                      if g is not None])
         return loss
 
     losses = []
-    for batch in itertools.islice(endless_batches(program, 0, 1, batch_size), steps):
+    for batch in itertools.islice(itertools.chain([first], batches), steps):
         losses.append(float(step(batch)))
         if on_step is not None:
             on_step(len(losses), losses[-1], batch)

@@ -24,6 +24,8 @@ class RankSpec:
     hosts: int = 1                            # hosts of the run
     host_ranks: Tuple[Tuple[int, ...], ...] = ()   # the ranks of each host, host by host
     servers: Tuple[str, ...] = ()             # parameter-server addresses (task order)
+    appliers: Tuple[int, ...] = ()            # per server: the rank applying its updates
+    server_task: Optional[int] = None         # the server this rank hosts in its process
     placements: Tuple = ()                    # analysis VariablePlacement per variable
     result_file: Optional[str] = None         # where rank 0 leaves the trained weights
 

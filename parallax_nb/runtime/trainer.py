@@ -13,11 +13,13 @@ import time
 from ..analysis.trace import compute_loss, examples_in
 from ..events import INFO, STEP, EventWriter
 from ..program import Program
+from ..row_updates import LocalRowUpdates
 from ..tf_env import build_optimizer, tensorflow, trainable_variables
 from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, manager, step_of
 from .data import endless_batches, named_weights
+from .profile import phase_times, pulled_rows, stamp
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
@@ -60,7 +62,14 @@ class Trainer:
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
         self.replicated = [v for v in self.model.variables if id(v) not in on_server]
-        build_optimizer(self.optimizer, self.local_variables)
+        # Sparse variables this rank holds itself (AR mode) are updated by their row rule,
+        # like those on the servers: the same maths in every mode.
+        sparse_names = {p.variable.name for p in spec.placements
+                        if p.variable.kind == "sparse" and p.placement != "ps"}
+        self.row_updates = LocalRowUpdates(
+            program.optimizer(), [v for v in self.local_variables if v.name in sparse_names])
+        build_optimizer(self.optimizer, [v for v in self.local_variables
+                                         if not self.row_updates.covers(v)])
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
         self.checkpoints = (manager(self._make_checkpoint(), self.config.checkpoint_dir)
                             if self.config.checkpoint_dir else None)
@@ -82,12 +91,14 @@ class Trainer:
         return tf.train.Checkpoint(
             step=self.step_counter,
             local={_key(v.name) + f".{i}": v for i, v in enumerate(self.replicated)},
-            server=server, optimizer=self.optimizer,
-            server_optimizers=self.server_sync.optimizers() if self.server_sync else [])
+            server=server, optimizer=self.optimizer, row_updates=self.row_updates.checkpointed(),
+            server_optimizers=self.server_sync.checkpointed() if self.server_sync else [])
 
     def _restore_and_broadcast(self) -> int:
         """The chief restores the newest checkpoint; every rank then starts from rank 0's
         values (and skips the batches already trained on, to continue the same stream)."""
+        if self.servers:   # every applier has initialised its slots before the chief restores
+            self._barrier("parallax_slots_ready")
         if self.chief and self.checkpoints is not None:
             prefix = self.checkpoints.latest_checkpoint
             if prefix:
@@ -98,7 +109,8 @@ class Trainer:
         # optimizer's slots (restored only on the chief) and the step.
         variables = self.optimizer.variables
         variables = variables() if callable(variables) else variables
-        self.sync.broadcast(self.replicated + list(variables) + [self.step_counter])
+        self.sync.broadcast(self.replicated + list(variables) + self.row_updates.variables() +
+                            [self.step_counter])
         start = int(self.step_counter.numpy())
         if start:   # the first batch (taken to build the model) was batch 1 of those
             self.batches = itertools.islice(self.batches, start - 1, None)
@@ -109,21 +121,25 @@ class Trainer:
         tf = tensorflow()
         program, model, optimizer, sync = self.program, self.model, self.optimizer, self.sync
         variables, n_local = self.variables, len(self.local_variables)
-        server_sync, chief, accounting = self.server_sync, self.chief, self.accounting
-        counter = self.step_counter
+        server_sync, accounting, row_updates = self.server_sync, self.accounting, self.row_updates
+        counter, profile = self.step_counter, self.config.profile
 
         @tf.function(reduce_retracing=True)
         def step(batch):
-            with tf.GradientTape() as tape:
+            stamps = [stamp()] if profile else []
+            with tf.GradientTape() as tape, pulled_rows() as pulled:
                 loss = program.loss_fn(model, batch)
             grads = tape.gradient(loss, variables)
             local_grads, server_grads = grads[:n_local], grads[n_local:]
+            if profile:
+                stamps += [stamp(pulled), stamp([loss, grads])]
             waits, pushed, local = [], tf.constant(0, tf.int64), tf.constant(0, tf.int64)
             if server_sync is not None:
                 waits, pushed, local = server_sync.push(server_grads)
-                if chief:
-                    with tf.control_dependencies(waits):
-                        waits = waits + server_sync.apply()
+                if profile:
+                    stamps += [stamp(server_sync.collective_results), stamp(waits)]
+            elif profile:
+                stamps += [stamps[-1], stamps[-1]]
             with tf.control_dependencies(waits):
                 local_grads = [_after(tf, g) for g in local_grads]
                 # Not a constant: Horovod's ops are not stateful, and Grappler folds an op
@@ -132,11 +148,17 @@ class Trainer:
                 barrier = tf.reshape(tf.reduce_sum(tf.cast(loss, tf.float32)), [1])
             synced = sync(local_grads + [barrier])
             synced, barrier_done = synced[:-1], synced[-1]
-            optimizer.apply_gradients([(g, v) for g, v in zip(synced, variables[:n_local])
-                                       if g is not None])
-            counter.assign_add(1)
+            if profile:
+                stamps.append(stamp(synced))
+            applied = row_updates.apply(optimizer, [(g, v) for g, v in
+                                                    zip(synced, variables[:n_local])
+                                                    if g is not None])
+            applied.append(counter.assign_add(1))
             traffic = accounting.measure(local_grads, server_grads, synced, pushed)
             traffic["local_bytes"] = local
+            if profile:
+                stamps.append(stamp(applied))
+                traffic["stamps"] = tf.stack(stamps)
             # Horovod's ops are not stateful, so one whose result nothing *reads* is dropped
             # (a control dependency on it is not enough: Grappler turns an op without data
             # consumers and without side effects into a NoOp). The barrier (in PS mode no
@@ -159,18 +181,23 @@ class Trainer:
         previous = time.perf_counter()
         remaining = max(config.steps - self.start_step, 0)
         saved = None
-        for step_number, batch in enumerate(itertools.islice(batches, remaining),
-                                            start=self.start_step + 1):
+        batches = itertools.islice(batches, remaining)
+        for step_number in range(self.start_step + 1, self.start_step + remaining + 1):
+            batch = next(batches)
+            input_seconds = time.perf_counter() - previous
             loss, traffic, _ = self._step(batch)
             loss = float(loss)
             now = time.perf_counter()
             if step_number % config.log_every == 0 or step_number == config.steps:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous
+                stamps = traffic.pop("stamps", None)
+                phases = (phase_times(stamps.numpy(), elapsed, input_seconds)
+                          if stamps is not None else {})
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
-                                 **{k: int(v) for k, v in traffic.items()})
+                                 **{k: int(v) for k, v in traffic.items()}, **phases)
             if self.checkpoints is not None and self.chief and policy.due(step_number):
                 saved = self.checkpoints.save(checkpoint_number=step_number)
             previous = time.perf_counter()
@@ -180,7 +207,13 @@ class Trainer:
         return self.weights()
 
     def weights(self) -> dict:
-        """Every variable under its single-device name; server partitions joined."""
+        """Every variable under its single-device name; server partitions joined.
+
+        Only the chief's result is used, so only the chief reads the server tables back
+        (their whole size, once per run); the other ranks return nothing.
+        """
+        if not self.chief:
+            return {}
         weights = named_weights(self.replicated)
         if self.servers:
             weights.update(self.servers.values())

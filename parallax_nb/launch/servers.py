@@ -15,10 +15,9 @@ import time
 from typing import List, Tuple
 
 from ..errors import ParallaxError
+from ..runtime.spec import CHIEF_SERVER as IN_CHIEF
 from ..runtime.spec import ServerSpec
 from .supervisor import free_port, run_server
-
-IN_CHIEF = 0   # the server task rank 0 hosts
 
 
 def server_workers(selection, count: int) -> List[Tuple[str, str]]:

@@ -4,7 +4,9 @@ Per step and per partition:
 
 1. every rank de-duplicates its gradient rows (a word seen 5 times is pushed once);
 2. with local aggregation, the ranks of a host allgather their rows over the host's Horovod
-   process set and only the host's first rank pushes, so each host sends one gradient;
+   process set and only the host's first rank pushes, so each host sends one gradient; the
+   ranks on the chief's host push straight to server 0 instead (it lives in the chief, so
+   the allgather would be one more collective for the same local hop);
 3. the partition's *applier*, the first rank on its server's host (`launch.servers`), takes
    the other pushes from a FIFO queue on the server (a shared-name queue every rank opens),
    adds its own, sums them (averages them with ``average_sparse``; dense gradients in PS
@@ -30,6 +32,7 @@ from typing import List, Optional
 from ..row_updates import RowUpdater, row_rule
 from ..tf_env import build_optimizer, ps_handle_variable, tensorflow
 from .allreduce import stable_names
+from .spec import CHIEF_SERVER
 
 
 @dataclasses.dataclass
@@ -40,6 +43,8 @@ class Entry:
     device: str
     sparse: bool
     applier: int                 # the rank that applies its updates
+    pushes: int                  # pushes it takes per step
+    direct: bool                 # this rank pushes to it without local aggregation
     queue: Optional["SharedQueue"]
     update: object = None        # RowUpdater (sparse, supported optimizer) or a Keras optimizer
     saved: object = None         # what the chief checkpoints of its optimizer state
@@ -54,8 +59,8 @@ class ServerSync:
         self.config = spec.config
         self.host_set = host_set
         self.aggregate = self.config.local_aggregation and spec.local_size > 1
-        self.pushes_per_step = spec.hosts if self.config.local_aggregation else spec.size
         self.is_pusher = spec.local_rank == 0 or not self.aggregate
+        chief_host = spec.host_ranks[0] if spec.host_ranks else (0,)
         rule, self.update_note = row_rule(optimizer_fn())
         self.entries: List[Entry] = []
         for variable in server_variables.variables:
@@ -65,12 +70,17 @@ class ServerSync:
                 index = len(self.entries)
                 by_rule = sparse and rule is not None
                 applier = spec.appliers[part.server] if by_rule else 0
+                in_chief = part.server == CHIEF_SERVER
+                pushes = spec.hosts if self.config.local_aggregation else spec.size
+                if self.config.local_aggregation and in_chief:
+                    pushes += len(chief_host) - 1
+                direct = self.aggregate and in_chief and spec.rank in chief_host
                 dtypes = [tf.int64, part_var.dtype] if sparse else [part_var.dtype]
                 queue = None
-                if self.pushes_per_step > 1:
+                if pushes > 1:
                     queue = SharedQueue(f"{spec.run_id}/{variable.name}/part{index}", dtypes,
-                                        device, capacity=self.pushes_per_step * 4)
-                entry = Entry(part_var, device, sparse, applier, queue)
+                                        device, capacity=pushes * 4)
+                entry = Entry(part_var, device, sparse, applier, pushes, direct, queue)
                 stem = f"{spec.run_id}/{variable.name}/part{index}/update"
                 if by_rule and (spec.rank == applier or spec.rank == 0):
                     with tf.device(device):
@@ -102,6 +112,8 @@ class ServerSync:
         tf = self.tf
         sparse_idx = [i for i, e in enumerate(self.entries) if e.sparse]
         dense_idx = [i for i, e in enumerate(self.entries) if not e.sparse]
+        gathered_sparse = [i for i in sparse_idx if not self.entries[i].direct]
+        summed_dense = [i for i in dense_idx if not self.entries[i].direct]
         payload = {}
         for i in sparse_idx:
             g = grads[i]
@@ -110,21 +122,22 @@ class ServerSync:
                                               self.entries[i].variable.dtype),
                                      tf.zeros((0,), tf.int64))
             payload[i] = (tf.cast(g.indices, tf.int64), g.values)
-        if self.aggregate and sparse_idx:
-            flat = [payload[i][0] for i in sparse_idx] + [payload[i][1] for i in sparse_idx]
+        if self.aggregate and gathered_sparse:
+            flat = [payload[i][0] for i in gathered_sparse] + \
+                [payload[i][1] for i in gathered_sparse]
             gathered = _grouped_by_dtype(
                 lambda group: self.hvd.grouped_allgather(group, process_set=self.host_set),
                 stable_names(flat, "parallax_local_sparse"))
-            n = len(sparse_idx)
-            for k, i in enumerate(sparse_idx):
+            n = len(gathered_sparse)
+            for k, i in enumerate(gathered_sparse):
                 payload[i] = (gathered[k], gathered[n + k])
         dense = {i: grads[i] if grads[i] is not None else tf.zeros_like(self.entries[i].variable)
                  for i in dense_idx}
-        if self.aggregate and dense_idx:
+        if self.aggregate and summed_dense:
             summed = self.hvd.grouped_allreduce(
-                stable_names([dense[i] for i in dense_idx], "parallax_local_dense"),
+                stable_names([dense[i] for i in summed_dense], "parallax_local_dense"),
                 op=self.hvd.Sum, process_set=self.host_set)
-            dense = dict(zip(dense_idx, summed))
+            dense.update(zip(summed_dense, summed))
         # A rank that does not push must still run its half of the local collectives, or
         # the host's pusher waits for it forever. Horovod's ops are not stateful, so one
         # whose result nothing reads is pruned: such a rank returns the results as its
@@ -132,22 +145,26 @@ class ServerSync:
         local = tf.constant(0, tf.int64)
         collective_results = []
         if self.aggregate:
-            collective_results = [t for i in sparse_idx for t in payload[i]] + \
-                                 [dense[i] for i in dense_idx]
+            collective_results = [t for i in gathered_sparse for t in payload[i]] + \
+                                 [dense[i] for i in summed_dense]
             for t in collective_results:
                 local += tf.size(t, out_type=tf.int64) * t.dtype.size
         self.collective_results = collective_results   # for the step profile
-        ops, pushed = [], tf.constant(0, tf.int64)
-        if not self.is_pusher:
-            return collective_results, pushed, local
-        for i in sparse_idx:
-            indices, values = _deduplicate(tf, *payload[i])
-            pushed += tf.size(indices, out_type=tf.int64) * 8 + \
-                tf.size(values, out_type=tf.int64) * values.dtype.size
-            ops.append(self._deliver(self.entries[i], [indices, values]))
-        for i in dense_idx:
-            pushed += tf.size(dense[i], out_type=tf.int64) * dense[i].dtype.size
-            ops.append(self._deliver(self.entries[i], [dense[i]]))
+        # A push that stays on this host (direct, not the applier's own) is local traffic,
+        # as local aggregation's would have been.
+        ops, pushed = list(collective_results) if not self.is_pusher else [], \
+            tf.constant(0, tf.int64)
+        for i in sparse_idx + dense_idx:
+            entry = self.entries[i]
+            if not (self.is_pusher or entry.direct):
+                continue
+            components = list(_deduplicate(tf, *payload[i])) if entry.sparse else [dense[i]]
+            size = sum(tf.size(c, out_type=tf.int64) * c.dtype.size for c in components)
+            if entry.direct and entry.applier != self.spec.rank and not self.is_pusher:
+                local += size
+            else:
+                pushed += size
+            ops.append(self._deliver(entry, components))
         return ops, pushed, local
 
     def _deliver(self, entry: Entry, components):
@@ -157,8 +174,7 @@ class ServerSync:
         with tf.device(entry.device):
             if entry.applier != self.spec.rank:
                 return entry.queue.enqueue(components)
-            items = [components] + [entry.queue.dequeue()
-                                    for _ in range(self.pushes_per_step - 1)]
+            items = [components] + [entry.queue.dequeue() for _ in range(entry.pushes - 1)]
             if entry.sparse:
                 indices = tf.concat([item[0] for item in items], axis=0)
                 values = tf.concat([item[1] for item in items], axis=0)

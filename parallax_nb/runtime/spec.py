@@ -7,6 +7,9 @@ from typing import Dict, Optional, Tuple
 from ..config import Config
 
 
+CHIEF_SERVER = 0   # the parameter-server task that lives in rank 0's process (launch.servers)
+
+
 @dataclasses.dataclass(frozen=True)
 class RankSpec:
     run_id: str

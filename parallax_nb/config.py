@@ -57,6 +57,10 @@ class Config:
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
         step metrics and in the run report. Cheap: a few timestamps per step.
+    warm_start: after a run, every Dask worker that ran one of its processes keeps a spare
+        process with TensorFlow and Horovod imported for the next run (`launch.warm`): a
+        second run in a session starts seconds sooner. Spares hold memory (a TensorFlow
+        process each, about 0.4 GB) until the worker exits or ``cluster.release_spares()``.
     horovod: Horovod settings for the ranks, ``{"HOROVOD_CYCLE_TIME": "0.2", ...}``, over
         the SDK's defaults (`HOROVOD_DEFAULTS`, tuned for small steps; README "Horovod").
     """
@@ -77,6 +81,7 @@ class Config:
     log_every: int = 1
     start_timeout: float = 120.0
     profile: bool = False
+    warm_start: bool = True
     horovod: Optional[Dict[str, str]] = None
 
     def __post_init__(self):

@@ -8,26 +8,36 @@ import psutil
 
 
 def run_processes(run_id):
-    """Live rank and server processes of one run (their command lines name its work dirs)."""
+    """Live rank and server processes of one run (their command lines, or for a process
+    started warm its working directory, name the run's work dirs)."""
     tag = f"parallax-{run_id}-"
     found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["cmdline", "status", "cwd"]):
         try:
             if process.info["status"] != psutil.STATUS_ZOMBIE and \
-                    tag in " ".join(process.info["cmdline"] or []):
+                    tag in " ".join(process.info["cmdline"] or []) + (process.info["cwd"] or ""):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
 
 
-def cluster_children(cluster):
-    """Live processes started below the cluster's Dask workers (ranks, servers)."""
+def is_spare(process):
+    """An idle spare a worker keeps for its next run (Config.warm_start)."""
+    try:
+        return "parallax-warm-" in process.cwd()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def cluster_children(cluster, spares=False):
+    """Live processes started below the cluster's Dask workers (ranks, servers, and with
+    ``spares`` the idle spares kept for the next run)."""
     found = []
     for pid in cluster.client.run(os.getpid).values():
         try:
             found += [c for c in psutil.Process(pid).children(recursive=True)
-                      if c.status() != psutil.STATUS_ZOMBIE]
+                      if c.status() != psutil.STATUS_ZOMBIE and (spares or not is_spare(c))]
         except psutil.NoSuchProcess:
             continue
     return found

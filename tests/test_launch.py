@@ -11,7 +11,8 @@ import pytest
 
 import parallax_nb as px
 import programs
-from cluster_tools import cluster_children, run_processes, wait_for, wait_until_gone
+from cluster_tools import (cluster_children, is_spare, run_processes, wait_for,
+                           wait_until_gone)
 from parallax_nb.cluster import ClusterError, SelectionError
 from parallax_nb.runtime.single import train_single_device
 
@@ -23,6 +24,8 @@ def cluster():
     with px.connect(local=2, slots_per_worker=2) as cluster:
         yield cluster
         assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
+        cluster.release_spares()
+        assert wait_until_gone([p.pid for p in cluster_children(cluster, spares=True)]) == []
 
 
 def relative_error(a, b):
@@ -189,3 +192,23 @@ def test_connect_to_a_cluster_object():
             assert cluster.scheduler_address == local.scheduler_address
         finally:
             cluster.close()
+
+
+def test_a_second_run_starts_in_the_spares_the_first_left_and_trains_the_same(cluster):
+    """Config.warm_start: after a run each worker keeps a process with TensorFlow imported;
+    the next run's ranks are those processes, and train exactly as cold ones."""
+    program = programs.keras_embedding_program()
+    config = px.Config(mode="AR", steps=3, batch_size=4)
+    cold = px.train(program, cluster=cluster, select=2, config=config.replace(warm_start=False))
+    expected = cold.result(timeout=200)
+    first = px.train(program, cluster=cluster, select=2, config=config)
+    first.wait(timeout=200)
+    assert wait_for(lambda: len([p for p in cluster_children(cluster, spares=True)
+                                 if is_spare(p)]) >= 2, timeout=60)
+    spares = {p.pid for p in cluster_children(cluster, spares=True) if is_spare(p)}
+    second = px.train(program, cluster=cluster, select=2, config=config)
+    trained = second.result(timeout=200)
+    assert set(second.pids.values()) <= spares and not set(cold.pids.values()) & spares
+    for name in expected:
+        np.testing.assert_array_equal(trained[name], expected[name])
+    assert wait_until_gone([p.pid for p in run_processes(second.run_id)]) == []

@@ -2,6 +2,8 @@
 or a cluster object (dask-gateway, dask-cuda, any ``distributed`` deploy cluster)."""
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from typing import Dict, Optional
 
@@ -71,8 +73,18 @@ class ParallaxCluster:
         return self.client.scheduler.address
 
     # -- lifetime -----------------------------------------------------------------------------
+    def release_spares(self) -> int:
+        """End the spare processes the workers keep for the next run (``Config.warm_start``);
+        returns how many there were."""
+        from ..launch.warm import release
+
+        return sum(self.client.run(release).values())
+
     def close(self):
-        """Close the client, and the cluster too when this SDK started it."""
+        """Close the client, and the cluster too when this SDK started it. The workers'
+        spare processes go first (they would outlive the client on a shared cluster)."""
+        with contextlib.suppress(Exception):
+            self.release_spares()
         self.client.close()
         if self._owned_cluster is not None:
             self._owned_cluster.close()

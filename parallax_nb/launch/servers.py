@@ -44,7 +44,8 @@ def start_servers(client, run, selection, count: int, timeout: float):
     the server tasks' futures)."""
     placed = server_workers(selection, count)
     addresses = tuple(client.run(free_port, workers=[worker])[worker] for _, worker in placed)
-    specs = [ServerSpec(run.run_id, task, host, addresses, run.topic, run.stop_event_name)
+    specs = [ServerSpec(run.run_id, task, host, addresses, run.topic, run.stop_event_name,
+                        run.config)
              for task, (host, _) in enumerate(placed) if task != IN_CHIEF]
     futures = [client.submit(run_server, spec, workers=[placed[spec.task][1]],
                              allow_other_workers=False, pure=False, retries=0,

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from ..errors import RankError, ServerError
 from ..events import EventForwarder
 from ..runtime.spec import RankSpec, ServerSpec
+from . import warm
 from .rendezvous import interface_of
 
 GRACE_SECONDS = 3.0
@@ -63,21 +64,26 @@ def _supervise(module, spec, label, prepare, environment, failure,
 
     worker = get_worker()
     secede()  # a run can take hours: do not hold one of the worker's task threads
-    workdir = tempfile.mkdtemp(prefix=f"parallax-{spec.run_id}-{label}-")
+    prefix = f"parallax-{spec.run_id}-{label}-"
+    spare = warm.take() if spec.config.warm_start else None
+    workdir = spare.claim(prefix) if spare else tempfile.mkdtemp(prefix=prefix)
     spec = prepare(workdir)
     spec_path = os.path.join(workdir, "spec.pkl")
     with open(spec_path, "wb") as f:
         cloudpickle.dump(spec, f)
     ip = urlparse(worker.address).hostname
-    env = dict(os.environ, **environment, HOROVOD_GLOO_IFACE=interface_of(ip),
-               PARALLAX_ADDRESS=ip)
-    read_fd, write_fd = os.pipe()
+    environment = dict(environment, HOROVOD_GLOO_IFACE=interface_of(ip), PARALLAX_ADDRESS=ip)
     log_path = os.path.join(workdir, "output.log")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", module, spec_path, str(write_fd)],
-                                   env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                   pass_fds=(write_fd,), start_new_session=True)
-    os.close(write_fd)
+    if spare:
+        process, read_fd = spare.start(module, spec_path, environment), spare.read_fd
+    else:
+        read_fd, write_fd = os.pipe()
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", module, spec_path, str(write_fd)],
+                                       env=dict(os.environ, **environment), cwd=workdir,
+                                       stdout=log, stderr=subprocess.STDOUT,
+                                       pass_fds=(write_fd,), start_new_session=True)
+        os.close(write_fd)
     forwarder = EventForwarder(read_fd, worker.log_event, spec.topic)
     forwarder.start()
     stop = Event(spec.stop_event)
@@ -91,6 +97,8 @@ def _supervise(module, spec, label, prepare, environment, failure,
     finally:
         terminate(process)
         forwarder.join(timeout=5)
+        if spec.config.warm_start:   # the next run on this worker starts warm
+            warm.replenish()
     try:
         if stopped:
             return {"status": "stopped", "pid": process.pid}

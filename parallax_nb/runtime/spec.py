@@ -41,3 +41,4 @@ class ServerSpec:
     addresses: Tuple[str, ...]               # every server of the run, "ip:port", task order
     topic: str
     stop_event: str
+    config: Config = Config()

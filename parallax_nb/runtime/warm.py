@@ -1,0 +1,41 @@
+"""A rank or server process started before its run: ``python -m parallax_nb.runtime.warm FD``.
+
+Most of a rank's start-up is importing TensorFlow and Horovod (about 3 s of the 5-9 s from
+``px.train`` to the first step on a 2-core machine). A Dask worker that has run a rank keeps
+one such process waiting (`launch.warm`), with both imported and nothing initialised: no
+TensorFlow context, no Horovod, no device chosen. When the next run starts there, the
+supervisor sends it one line, ``{"module", "spec", "environment", "cwd"}``; it takes the run's
+environment (Horovod's rendezvous, CUDA_VISIBLE_DEVICES, ...), moves into the run's work
+directory and runs that module's ``main`` as a freshly started process would. A spare whose
+worker goes away exits (the same watch as a rank's); one whose stdin closes exits too.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+from .process import exit_with_parent
+
+
+def main(argv) -> int:
+    events_fd = argv[1]
+    exit_with_parent(os.getcwd())
+    from .. import tf_env
+
+    tf_env.tensorflow()
+    import horovod.tensorflow  # noqa: F401  (loads Horovod's TensorFlow ops)
+
+    line = sys.stdin.readline()
+    if not line:          # the worker let this spare go unused
+        return 0
+    order = json.loads(line)
+    os.environ.update(order["environment"])
+    os.chdir(order["cwd"])
+    module = importlib.import_module(order["module"])
+    return module.main([order["module"], order["spec"], events_fd])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

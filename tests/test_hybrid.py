@@ -10,6 +10,7 @@ import tensorflow as tf
 import parallax_nb as px
 import programs
 from cluster_tools import cluster_children, run_processes, wait_for, wait_until_gone
+from parallax_nb.runtime.profile import PHASES
 from parallax_nb.runtime.single import train_single_device
 
 pytestmark = pytest.mark.timeout(400)
@@ -135,3 +136,26 @@ def test_dense_model_in_hybrid_runs_as_allreduce_and_says_so(cluster):
     run.wait(timeout=300)
     assert run.mode == "AR" and run.servers_started == {}
     assert "HYBRID runs as AR for this model" in run.notes
+
+
+@pytest.mark.parametrize("mode", ["HYBRID", "AR"])
+def test_profile_splits_every_step_into_phases_and_counts_what_a_step_blocks_on(cluster, mode):
+    as_hosts(cluster, 1)
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=px.Config(mode=mode, steps=6, batch_size=4, profile=True))
+    run.wait(timeout=300)
+    frame = run.metrics
+    phases = [f"t_{p}" for p in PHASES]
+    assert frame[phases].notna().all().all() and (frame[phases] >= 0).all().all()
+    # the phases tile the step: host time is what the others leave of the wall clock
+    np.testing.assert_allclose(frame[phases].sum(axis=1), frame["step_time"], rtol=1e-6)
+    summary = run.report().phases()
+    assert set(summary) == set(PHASES)
+    assert "where a step's time goes" in str(run.report())
+    blocks = frame.groupby("rank")[["servers_touched", "collectives"]].max()
+    if mode == "AR":      # dense gradients and barrier; the sparse allgather
+        assert blocks.to_dict("index") == {0: {"servers_touched": 0, "collectives": 2},
+                                           1: {"servers_touched": 0, "collectives": 2}}
+    else:                 # server 0 is in rank 0; rank 1 reaches it; one AllReduce (+barrier)
+        assert blocks.to_dict("index") == {0: {"servers_touched": 0, "collectives": 1},
+                                           1: {"servers_touched": 1, "collectives": 1}}

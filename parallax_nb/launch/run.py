@@ -20,7 +20,7 @@ STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished"
     "stopped"
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
                   "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "time"] + \
-    [f"t_{phase}" for phase in PHASES]   # with Config(profile=True)
+    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"]   # profile=True
 
 
 class Run:

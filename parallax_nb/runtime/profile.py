@@ -13,6 +13,9 @@ it observes the step without reordering it). A step's phases, in the order they 
 * ``apply``: the local optimizer update;
 * ``host``: the rest of the wall-clock step: dispatching the function, Python around it.
 
+With the phases go what a step blocks on beyond this process: ``servers_touched`` (server
+processes it exchanges with) and ``collectives`` (Horovod collectives in its traced graph).
+
 The gathers are found where the model makes them: a server partition's ``sparse_read`` (what
 ``tf.gather``, ``embedding_lookup`` and Keras' ``Embedding`` call) reports its result to
 `pulled_rows` while the step is traced.
@@ -53,6 +56,16 @@ def stamp(after=()):
     with tf.control_dependencies([a for a in tf.nest.flatten(after, expand_composites=True)
                                   if a is not None]):
         return tf.timestamp()
+
+
+COLLECTIVES = {"HorovodAllreduce", "HorovodGroupedAllreduce", "HorovodAllgather",
+               "HorovodGroupedAllgather", "HorovodBroadcast", "HorovodAlltoall",
+               "HorovodReducescatter", "HorovodGroupedReducescatter"}
+
+
+def collectives_in(concrete_function) -> int:
+    """Horovod collectives a traced step runs (each blocks until every rank joins it)."""
+    return sum(op.type in COLLECTIVES for op in concrete_function.graph.get_operations())
 
 
 def phase_times(stamps, step_seconds: float, input_seconds: float) -> dict:

@@ -40,6 +40,7 @@ class Entry:
     """One partition on a server and how its step's gradients reach it."""
 
     variable: object             # the partition (a tf.Variable on its server)
+    server: int
     device: str
     sparse: bool
     applier: int                 # the rank that applies its updates
@@ -80,7 +81,7 @@ class ServerSync:
                 if pushes > 1:
                     queue = SharedQueue(f"{spec.run_id}/{variable.name}/part{index}", dtypes,
                                         device, capacity=pushes * 4)
-                entry = Entry(part_var, device, sparse, applier, pushes, direct, queue)
+                entry = Entry(part_var, part.server, device, sparse, applier, pushes, direct, queue)
                 stem = f"{spec.run_id}/{variable.name}/part{index}/update"
                 if by_rule and (spec.rank == applier or spec.rank == 0):
                     with tf.device(device):
@@ -97,6 +98,10 @@ class ServerSync:
     @property
     def variables(self) -> List:
         return [e.variable for e in self.entries]
+
+    def remote_servers(self) -> int:
+        """Server processes a step of this rank exchanges with (its own server excluded)."""
+        return len({e.server for e in self.entries} - {self.spec.server_task})
 
     def checkpointed(self):
         """The optimizer state of every partition (the chief's view), for its checkpoint."""

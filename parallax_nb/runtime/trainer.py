@@ -19,7 +19,7 @@ from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, manager, step_of
 from .data import endless_batches, named_weights
-from .profile import phase_times, pulled_rows, stamp
+from .profile import collectives_in, phase_times, pulled_rows, stamp
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
@@ -192,8 +192,8 @@ class Trainer:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous
                 stamps = traffic.pop("stamps", None)
-                phases = (phase_times(stamps.numpy(), elapsed, input_seconds)
-                          if stamps is not None else {})
+                phases = (dict(phase_times(stamps.numpy(), elapsed, input_seconds),
+                               **self._blocking(batch)) if stamps is not None else {})
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
@@ -205,6 +205,14 @@ class Trainer:
                 (saved is None or step_of(saved) != config.steps):
             self.checkpoints.save(checkpoint_number=config.steps)
         return self.weights()
+
+    def _blocking(self, batch) -> dict:
+        """What a step blocks on outside this process (counted once, from the traced step)."""
+        if not hasattr(self, "_blocks"):
+            self._blocks = {
+                "servers_touched": self.server_sync.remote_servers() if self.server_sync else 0,
+                "collectives": collectives_in(self._step.get_concrete_function(batch))}
+        return self._blocks
 
     def weights(self) -> dict:
         """Every variable under its single-device name; server partitions joined.

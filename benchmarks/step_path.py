@@ -70,7 +70,8 @@ def sdk_run(cluster, program, workload, plan, mode, ranks) -> dict:
             "examples_per_sec": run_throughput(metrics, first, last),
             "step_ms": float(steady.groupby("rank")["step_time"].median().max() * 1e3),
             "phases_ms": run.report().phases(first, last) if profile else {},
-            "start_to_first_step_s": first_step}
+            "start_to_first_step_s": first_step,
+            "startup_s": run.startup_seconds() if profile else {}}
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ STEP = "step"          # one training step: rank, step, loss, examples, step_tim
 STARTED = "started"    # the rank process is up: rank, host, pid
 TOPOLOGY = "topology"  # Horovod's view of the rank after hvd.init(): rank, local/cross rank, size
 INFO = "info"          # a note worth showing the user (fallback mode, restored checkpoint)
+STARTUP = "startup"    # where the rank's start-up went: started (time), phases {name: s}
 DONE = "done"          # the rank finished its steps
 ERROR = "error"        # the rank failed: message, traceback
 

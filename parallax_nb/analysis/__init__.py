@@ -1,6 +1,7 @@
 """Sparse-variable analysis: trace gradients, place variables, estimate their traffic."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from ..config import Config
@@ -20,9 +21,18 @@ def analyze(program: Program, steps: int = 5, config: Optional[Config] = None,
     """
     config = config or Config()
     program.check_picklable()
-    trace = trace_gradients(program, steps=steps, batch_size=config.batch_size)
+    trace = _cached_trace(program, steps, config.batch_size)
     servers = servers or config.servers or machines
     return AnalysisReport(program.name, trace, config, servers, machines, workers_per_machine)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_trace(program: Program, steps: int, batch_size: Optional[int]):
+    """The gradient trace of a program, once per Program object and batch size: every
+    ``px.train`` analyses its program, and a notebook trains the same one again and again
+    (a second run then starts a model build and a few gradient steps sooner). A Program
+    whose functions change is a new Program, so it is traced anew."""
+    return trace_gradients(program, steps=steps, batch_size=batch_size)
 
 
 __all__ = ["analyze", "AnalysisReport"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Optional
 
@@ -36,6 +37,7 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     from ..analysis import analyze
     from ..cluster import connect
 
+    called_at = time.time()
     config = config or Config()
     payload = program.check_picklable()
     cluster = cluster or connect()
@@ -57,6 +59,7 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     stop_event = Event(f"parallax-stop-{run_id}", client=cluster.client)
     run = Run(cluster.client, run_id, topic_of(run_id), stop_event, slots, config, mode,
               report)
+    run.train_called_at = called_at
     if search is not None:
         run.partition_search = search
         run.notes.append(search.summary())

@@ -30,6 +30,7 @@ class RunReport:
     error: Optional[str] = None
     partition_search: Optional[PartitionSearch] = None   # when partitions="auto" searched
     metrics: Optional[pd.DataFrame] = dataclasses.field(default=None, repr=False)
+    startup: dict = dataclasses.field(default_factory=dict)   # Run.startup_seconds()
 
     def phases(self, first: int = 1, last: Optional[int] = None) -> dict:
         """Where a step's time went (``Config(profile=True)``): ms per phase, the median over
@@ -64,6 +65,9 @@ class RunReport:
             lines.append("communication per step (bytes, median over steps; see "
                          "docs/communication.md):")
             lines.append(self.communication.to_string(index=False))
+        if self.startup:
+            lines.append(f"start-up {sum(self.startup.values()):.1f} s to the first step: " +
+                         ", ".join(f"{k} {v:.2f}" for k, v in self.startup.items()))
         phases = self.phases()
         if phases:
             lines.append("where a step's time goes (ms per step, median, slowest rank): " +
@@ -111,6 +115,6 @@ def build_report(run) -> RunReport:
                      float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
                      placements, communication, str(run.error) if run.error else None,
-                     run.partition_search, frame)
+                     run.partition_search, frame, run.startup_seconds())
 
 

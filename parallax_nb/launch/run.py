@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 import pandas as pd
 
 from ..errors import ParallaxError, RankError, RunStopped
-from ..events import DONE, INFO, STARTED, TOPOLOGY
+from ..events import DONE, INFO, STARTED, STARTUP, TOPOLOGY
 from ..runtime.profile import PHASES
 
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
@@ -47,6 +47,8 @@ class Run:
         self.notes: List[str] = []
         self.pids: Dict[int, int] = {}
         self.topology: Dict[int, dict] = {}
+        self.startup: Dict[int, dict] = {}   # per rank: STARTUP events (see startup_seconds)
+        self.train_called_at = time.time()   # px.train sets it to when it was called
         self.servers_started: Dict[int, dict] = {}
         self.ranks_done: set = set()
         self._outcomes: Dict[int, dict] = {}
@@ -75,11 +77,25 @@ class Run:
             self.pids[message["rank"]] = message["pid"]
         elif kind == TOPOLOGY:
             self.topology[message["rank"]] = message
+        elif kind == STARTUP:
+            self.startup[message["rank"]] = message
         elif kind == INFO:
             if message["message"] not in self.notes:
                 self.notes.append(message["message"])
         elif kind == DONE:
             self.ranks_done.add(message["rank"])
+
+    def startup_seconds(self) -> dict:
+        """Where the start-up went, for the rank that took longest to its first step:
+        ``plan`` (px.train in the client: analysis, searches, servers), ``process`` (until
+        the rank's code ran: a new Python process, or a spare's wake-up), then the rank's own
+        phases (``horovod``, ``connect``, ``model``, ``optimizer``, ``first_step``)."""
+        if not self.startup:
+            return {}
+        slowest = max(self.startup.values(),
+                      key=lambda m: m["started"] + sum(m["phases"].values()))
+        return {"plan": self.started_at - self.train_called_at,
+                "process": slowest["started"] - self.started_at, **slowest["phases"]}
 
     def on_metrics(self, callback: Callable[[List[dict]], None]) -> None:
         """Call ``callback(records)`` with every new batch of step records (client thread)."""

@@ -23,6 +23,7 @@ The gathers are found where the model makes them: a server partition's ``sparse_
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import List, Optional
 
 from ..tf_env import tensorflow
@@ -76,3 +77,18 @@ def phase_times(stamps, step_seconds: float, input_seconds: float) -> dict:
         phases[name] = max(end - start, 0.0)
     phases["host"] = max(step_seconds - input_seconds - (values[-1] - values[0]), 0.0)
     return {f"t_{k}": v for k, v in phases.items()}
+
+
+class StartupClock:
+    """Where a rank's start-up goes: wall-clock marks from its ``main`` to its first step
+    (sent with the ``startup`` event; the run report adds the time before ``main``)."""
+
+    def __init__(self):
+        self.started = time.time()
+        self._last = self.started
+        self.phases = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.time()
+        self.phases[phase] = now - self._last
+        self._last = now

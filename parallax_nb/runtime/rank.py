@@ -13,6 +13,7 @@ import traceback
 from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
 from ..events import DONE, ERROR, STARTED, TOPOLOGY
 from .process import start
+from .profile import StartupClock
 
 
 def configure_threads(local_size: int) -> None:
@@ -49,6 +50,7 @@ def write_atomically(path: str, obj) -> None:
 
 
 def main(argv) -> int:
+    clock = StartupClock()
     spec, events = start(argv)
     events.send(STARTED, rank=spec.rank, host=spec.host, pid=os.getpid())
     try:
@@ -61,6 +63,7 @@ def main(argv) -> int:
         if (hvd.rank(), hvd.size()) != (spec.rank, spec.size):
             raise RuntimeError(f"Horovod placed this process as rank {hvd.rank()} of "
                                f"{hvd.size()}, expected {spec.rank} of {spec.size}")
+        clock.mark("horovod")
         events.send(TOPOLOGY, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                     local_size=hvd.local_size(), cross_rank=hvd.cross_rank(),
                     cross_size=hvd.cross_size(), host=spec.host,
@@ -76,7 +79,8 @@ def main(argv) -> int:
                                    STARTED, server=spec.server_task, host=spec.host,
                                    pid=os.getpid(), address=spec.servers[spec.server_task],
                                    in_rank=spec.rank))
-        weights = Trainer(spec, program, hvd, events, host_set).run()
+            clock.mark("connect")
+        weights = Trainer(spec, program, hvd, events, host_set, clock).run()
         if spec.result_file:
             write_atomically(spec.result_file, weights)
         events.send(DONE, rank=spec.rank)

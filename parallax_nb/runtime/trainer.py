@@ -11,7 +11,7 @@ import itertools
 import time
 
 from ..analysis.trace import compute_loss, examples_in
-from ..events import INFO, STEP, EventWriter
+from ..events import INFO, STARTUP, STEP, EventWriter
 from ..program import Program
 from ..row_updates import LocalRowUpdates
 from ..tf_env import build_optimizer, tensorflow, trainable_variables
@@ -19,7 +19,7 @@ from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, manager, step_of
 from .data import endless_batches, named_weights
-from .profile import collectives_in, phase_times, pulled_rows, stamp
+from .profile import StartupClock, collectives_in, phase_times, pulled_rows, stamp
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
@@ -29,8 +29,9 @@ class Trainer:
     """Builds the user's model in this rank and trains it for ``config.steps`` steps."""
 
     def __init__(self, spec: RankSpec, program: Program, hvd, events: EventWriter,
-                 host_set=None):
+                 host_set=None, clock: StartupClock = None):
         tf = tensorflow()
+        self.clock = clock or StartupClock()
         self.spec, self.program, self.events, self.hvd = spec, program, events, hvd
         self.config = spec.config
         self.chief = spec.rank == 0
@@ -53,6 +54,7 @@ class Trainer:
                 compute_loss(program, self.model, self.first_batch)
         if self.servers and self.chief:
             self._barrier("parallax_servers_ready")
+        self.clock.mark("model")
         self.optimizer = program.optimizer()
         on_server = {id(p) for p in self.servers.partition_variables()} if self.servers else set()
         self.local_variables = [v for v in trainable_variables(self.model)
@@ -74,6 +76,7 @@ class Trainer:
         self.checkpoints = (manager(self._make_checkpoint(), self.config.checkpoint_dir)
                             if self.config.checkpoint_dir else None)
         self.start_step = self._restore_and_broadcast()
+        self.clock.mark("optimizer")
         self.accounting = Accounting(spec, self.local_variables, self.server_sync)
         self._step = self._make_step()
 
@@ -188,6 +191,10 @@ class Trainer:
             loss, traffic, _ = self._step(batch)
             loss = float(loss)
             now = time.perf_counter()
+            if not self.clock.phases.get("first_step"):
+                self.clock.mark("first_step")    # tracing the step function, then running it
+                self.events.send(STARTUP, rank=spec.rank, started=self.clock.started,
+                                 phases=self.clock.phases)
             if step_number % config.log_every == 0 or step_number == config.steps:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous

@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test bench bench-quick clean
+.PHONY: setup run test bench bench-quick bench-step-path clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -25,12 +25,18 @@ test: setup
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
 # in benchmarks/results/. bench-quick runs the small variants (1-3 minutes) that CI runs through tests.
 bench: setup
+	$(PY) -m benchmarks.step_path
 	$(PY) -m benchmarks.paper_comparison
 	$(PY) -m benchmarks.partition_search
 
 bench-quick: setup
+	$(PY) -m benchmarks.step_path --quick
 	$(PY) -m benchmarks.paper_comparison --quick
 	$(PY) -m benchmarks.partition_search --quick
+
+# HYBRID's step against plain TensorFlow and AR, with the per-phase profile (about 8 minutes).
+bench-step-path: setup
+	$(PY) -m benchmarks.step_path
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -203,6 +203,7 @@ def simulated_machines(bench: Bench) -> Optional[str]:
 
 def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwidth) -> dict:
     result = sdk_run(bench, sim.cluster, model, mode, selection, sim=sim, bandwidth=bandwidth)
+    result["examples_per_step"] = machines * per_host * bench.plan.workloads[model].batch_size
     per_host_frame = result.pop("per_host", None)
     if result["status"] != "ok":
         return result
@@ -245,6 +246,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=RESULTS, help="directory for JSON, markdown, PNGs")
     parser.add_argument("--parts", default="local,multihost",
                         help="comma-separated subset of: local, multihost")
+    parser.add_argument("--bandwidths", default=None,
+                        help="comma-separated link speeds of the simulated machines "
+                             "(default: the plan's, e.g. 10gbit,1gbit,100mbit)")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     unknown = parts - {"local", "multihost"}
@@ -254,6 +258,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     variant = "quick" if args.quick else "full"
     plan = PLANS[variant]
+    if args.bandwidths:
+        plan = dataclasses.replace(plan, bandwidths=tuple(args.bandwidths.split(",")))
     started = time.time()
     facts = machine_facts()
     programs, reports = analyse_workloads(plan)

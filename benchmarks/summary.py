@@ -52,12 +52,25 @@ def _multihost(remote: pd.DataFrame) -> list:
         return []
     keys = ["model", "hosts", "ranks_per_host", "bandwidth"]
     remote = remote.astype({"hosts": int, "ranks_per_host": int})
-    table = remote.groupby(keys + ["config"])["examples_per_sec"].median().reset_index()
+    remote = remote.assign(of_bound=[
+        row["examples_per_sec"] / bytes_bound(row) if row.get("wire") else float("nan")
+        for row in remote.to_dict("records")])
+    table = remote.groupby(keys + ["config"])[["examples_per_sec", "of_bound"]].median() \
+        .reset_index()
     ar = table[table["config"] == "AR"].set_index(keys)["examples_per_sec"]
     table["vs_ar"] = [row["examples_per_sec"] / ar.get(tuple(row[k] for k in keys),
                                                        float("nan"))
                       for row in table.to_dict("records")]
     return table.to_dict("records")
+
+
+def bytes_bound(run: dict) -> float:
+    """Examples/s the run's link allows for the bytes it moved: the busiest host and
+    direction on the wire, per step, against the link's rate (sent and received are shaped
+    separately: each end of a veth pair has its own token bucket)."""
+    busiest = max(max(h["sent"], h["received"]) for h in run["wire"].values())
+    steps_per_second = rate_bits(run["bandwidth"]) / 8 / busiest
+    return steps_per_second * run["examples_per_step"]
 
 
 def _bytes(remote: pd.DataFrame) -> list:
@@ -120,8 +133,9 @@ def write_markdown(results: dict, path: str) -> str:
             lines.append(f"| {model} | {ranks} | " + " | ".join(row) + " |")
         lines.append("")
     if summary["multihost"]:
-        lines += ["Simulated machines (network namespaces, shaped links): examples/s, and in "
-                  "brackets relative to AR:", "",
+        lines += ["Simulated machines (network namespaces, shaped links): examples/s, in "
+                  "brackets relative to AR, then the share of the throughput the link allows "
+                  "for the bytes the run moved (busiest host and direction):", "",
                   "| model | hosts x ranks | link | " + " | ".join(MODES) + " |",
                   "|---|---|---|" + "---:|" * len(MODES)]
         cells = {(r["model"], r["hosts"], r["ranks_per_host"], r["bandwidth"], r["config"]): r
@@ -129,7 +143,8 @@ def write_markdown(results: dict, path: str) -> str:
         shapes = sorted({key[:4] for key in cells}, key=lambda k: (k[0], k[1], k[2],
                                                                    -rate_bits(k[3])))
         for model, hosts, per_host, link in shapes:
-            row = [_rate(cells.get((model, hosts, per_host, link, mode)), "vs_ar")
+            row = [_rate(cells.get((model, hosts, per_host, link, mode)), "vs_ar") +
+                   _bound(cells.get((model, hosts, per_host, link, mode)))
                    for mode in MODES]
             lines.append(f"| {model} | {hosts}x{per_host} | {link} | " + " | ".join(row) + " |")
         lines.append("")
@@ -160,6 +175,12 @@ def write_markdown(results: dict, path: str) -> str:
 
 def _rate(row, ratio: str) -> str:
     return "-" if row is None else f"{row['examples_per_sec']:,.0f} ({row[ratio]:.2f})"
+
+
+def _bound(row) -> str:
+    if not row or row.get("of_bound") != row.get("of_bound"):   # missing or NaN
+        return ""
+    return f", {row['of_bound']:.0%} of the link's"
 
 
 def _check(row: dict, source: str) -> str:

@@ -46,7 +46,6 @@ class Entry:
     applier: int                 # the rank that applies its updates
     pushes: int                  # pushes it takes per step
     direct: bool                 # this rank pushes to it without local aggregation
-    queue: Optional["SharedQueue"]
     update: object = None        # RowUpdater (sparse, supported optimizer) or a Keras optimizer
     saved: object = None         # what the chief checkpoints of its optimizer state
 
@@ -76,12 +75,7 @@ class ServerSync:
                 if self.config.local_aggregation and in_chief:
                     pushes += len(chief_host) - 1
                 direct = self.aggregate and in_chief and spec.rank in chief_host
-                dtypes = [tf.int64, part_var.dtype] if sparse else [part_var.dtype]
-                queue = None
-                if pushes > 1:
-                    queue = SharedQueue(f"{spec.run_id}/{variable.name}/part{index}", dtypes,
-                                        device, capacity=pushes * 4)
-                entry = Entry(part_var, part.server, device, sparse, applier, pushes, direct, queue)
+                entry = Entry(part_var, part.server, device, sparse, applier, pushes, direct)
                 stem = f"{spec.run_id}/{variable.name}/part{index}/update"
                 if by_rule and (spec.rank == applier or spec.rank == 0):
                     with tf.device(device):
@@ -94,6 +88,7 @@ class ServerSync:
                         build_optimizer(entry.update, [part_var])
                     entry.saved = entry.update
                 self.entries.append(entry)
+        self.channels = _channels(spec.run_id, self.entries)
 
     @property
     def variables(self) -> List:
@@ -159,44 +154,122 @@ class ServerSync:
         # as local aggregation's would have been.
         ops, pushed = list(collective_results) if not self.is_pusher else [], \
             tf.constant(0, tf.int64)
-        for i in sparse_idx + dense_idx:
-            entry = self.entries[i]
-            if not (self.is_pusher or entry.direct):
+        for channel in self.channels:
+            if not (self.is_pusher or channel.direct):
                 continue
-            components = list(_deduplicate(tf, *payload[i])) if entry.sparse else [dense[i]]
-            size = sum(tf.size(c, out_type=tf.int64) * c.dtype.size for c in components)
-            if entry.direct and entry.applier != self.spec.rank and not self.is_pusher:
-                local += size
-            else:
-                pushed += size
-            ops.append(self._deliver(entry, components))
+            pushes = []
+            for i in channel.entries:
+                components = list(_deduplicate(tf, *payload[i])) if channel.sparse \
+                    else [dense[i]]
+                size = sum(tf.size(c, out_type=tf.int64) * c.dtype.size for c in components)
+                if channel.direct and channel.applier != self.spec.rank and not self.is_pusher:
+                    local += size
+                else:
+                    pushed += size
+                pushes.append(components)
+            ops += self._deliver(channel, pushes)
         return ops, pushed, local
 
-    def _deliver(self, entry: Entry, components):
-        """Enqueue a push for the partition's applier, or, on the applier, take the other
-        pushes, combine them with this one and apply the update."""
+    def _deliver(self, channel: "Channel", pushes):
+        """Send a channel's pushes to its applier as one packed message, or, on the applier,
+        take the other pushes, combine each partition's and apply the updates."""
         tf = self.tf
-        with tf.device(entry.device):
-            if entry.applier != self.spec.rank:
-                return entry.queue.enqueue(components)
-            items = [components] + [entry.queue.dequeue() for _ in range(entry.pushes - 1)]
-            if entry.sparse:
-                indices = tf.concat([item[0] for item in items], axis=0)
-                values = tf.concat([item[1] for item in items], axis=0)
-                if self.config.average_sparse:
-                    values = values / self.spec.size
-                grad = tf.IndexedSlices(values, indices,
-                                        tf.shape(entry.variable, out_type=tf.int64))
-            else:
-                grad = tf.add_n([item[0] for item in items]) / self.spec.size
-            if isinstance(entry.update, RowUpdater):
-                return entry.update.apply(grad)
-            entry.update.apply_gradients([(grad, entry.variable)])
-            # What apply_gradients returns is the optimizer's step counter, not the
-            # variable's update. A one-row read of the partition is ordered after the
-            # update by tf.function's automatic control dependencies (same resource),
-            # so waiting for it means waiting for the update.
-            return entry.variable.sparse_read([0])
+        with tf.device(channel.device):
+            packed = channel.pack(pushes)
+            if channel.applier != self.spec.rank:
+                return [channel.queue.enqueue(packed)]
+            items = [pushes] + [channel.unpack(channel.queue.dequeue())
+                                for _ in range(channel.pushes - 1)]
+            done = []
+            for k, i in enumerate(channel.entries):
+                entry = self.entries[i]
+                if entry.sparse:
+                    indices = tf.concat([item[k][0] for item in items], axis=0)
+                    values = tf.concat([item[k][1] for item in items], axis=0)
+                    if self.config.average_sparse:
+                        values = values / self.spec.size
+                    grad = tf.IndexedSlices(values, indices,
+                                            tf.shape(entry.variable, out_type=tf.int64))
+                else:
+                    grad = tf.add_n([item[k][0] for item in items]) / self.spec.size
+                if isinstance(entry.update, RowUpdater):
+                    done.append(entry.update.apply(grad))
+                    continue
+                entry.update.apply_gradients([(grad, entry.variable)])
+                # What apply_gradients returns is the optimizer's step counter, not the
+                # variable's update. A one-row read of the partition is ordered after the
+                # update by tf.function's automatic control dependencies (same resource),
+                # so waiting for it means waiting for the update.
+                done.append(entry.variable.sparse_read([0]))
+            return done
+
+
+@dataclasses.dataclass
+class Channel:
+    """The partitions of one server that share an applier, a kind and a dtype: a pusher
+    sends all their gradients of a step as one message (three tensors for sparse ones, one for
+    dense), so a step costs one transfer per server, not one per partition."""
+
+    entries: List[int]           # positions in ServerSync.entries
+    shapes: List[tuple]          # each partition's shape
+    sparse: bool
+    dtype: object
+    device: str
+    applier: int
+    pushes: int
+    direct: bool
+    queue: Optional["SharedQueue"]
+
+    def pack(self, pushes):
+        """[(indices, values)] or [(dense,)] per partition -> the message's tensors."""
+        tf = tensorflow()
+        values = tf.concat([tf.reshape(p[-1], [-1]) for p in pushes], axis=0)
+        if not self.sparse:
+            return [values]
+        indices = tf.concat([p[0] for p in pushes], axis=0)
+        counts = tf.stack([tf.size(p[0], out_type=tf.int64) for p in pushes])
+        return [indices, values, counts]
+
+    def unpack(self, message):
+        """The message's tensors -> [(indices, values)] or [(dense,)] per partition."""
+        tf = tensorflow()
+        widths = [int(_product(shape[1:])) for shape in self.shapes]
+        if not self.sparse:
+            sizes = [int(_product(shape)) for shape in self.shapes]
+            return [(tf.reshape(v, shape),) for v, shape in
+                    zip(tf.split(message[0], sizes), self.shapes)]
+        indices, values, counts = message
+        rows = tf.unstack(counts, num=len(self.shapes))
+        parts = tf.split(values, tf.stack([r * w for r, w in zip(rows, widths)]),
+                         num=len(self.shapes))
+        return [(i, tf.reshape(v, (-1,) + tuple(shape[1:]))) for i, v, shape in
+                zip(tf.split(indices, counts, num=len(self.shapes)), parts, self.shapes)]
+
+
+def _channels(run_id, entries) -> List[Channel]:
+    groups = {}
+    for i, e in enumerate(entries):
+        key = (e.server, e.applier, e.sparse, e.variable.dtype.name)
+        groups.setdefault(key, []).append(i)
+    channels = []
+    for (server, applier, sparse, dtype), members in groups.items():
+        first = entries[members[0]]
+        dtypes = [tensorflow().int64, first.variable.dtype, tensorflow().int64] if sparse \
+            else [first.variable.dtype]
+        queue = (SharedQueue(f"{run_id}/server{server}/applier{applier}/"
+                             f"{'sparse' if sparse else 'dense'}/{dtype}", dtypes, first.device,
+                             capacity=first.pushes * 4) if first.pushes > 1 else None)
+        channels.append(Channel(members, [tuple(entries[i].variable.shape) for i in members],
+                                sparse, first.variable.dtype, first.device, applier,
+                                first.pushes, first.direct, queue))
+    return channels
+
+
+def _product(values) -> int:
+    result = 1
+    for v in values:
+        result *= int(v)
+    return result
 
 
 def _shared_slot(stem, device, initialise):

@@ -198,3 +198,17 @@ def test_cli_analyze_prints_the_report(capsys):
     assert "conv2d/kernel:0" in capsys.readouterr().out
     assert main(["analyze", "no_such_module:program"]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+def test_criteo_shaped_recommender_has_26_sparse_tables_of_criteo_sizes():
+    from parallax_nb.examples import recommender
+
+    program = recommender.make_program(scale=0.001, examples=512)
+    report = px.analyze(program, steps=2, config=px.Config(batch_size=32))
+    frame = report.to_frame().set_index("name")
+    tables = frame[frame["kind"] == "sparse"]
+    assert len(tables) == 26 and (frame["kind"] == "dense").sum() == 6
+    sizes = sorted(int(shape.split("x")[0]) if isinstance(shape, str) else shape[0]
+                   for shape in tables["shape"])
+    assert sizes == sorted(recommender.table_sizes(0.001))
+    assert sizes[0] == 3 and sizes[-1] == int(10131227 * 0.001)

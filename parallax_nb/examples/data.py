@@ -40,3 +40,12 @@ def shard_batches(arrays, shard: int, num_shards: int, batch_size: int):
 
     sharded = tuple(a[shard::num_shards] for a in arrays)
     return tf.data.Dataset.from_tensor_slices(sharded).batch(batch_size, drop_remainder=True)
+
+
+def with_defaults(defaults: dict, options: dict) -> dict:
+    """An example's sizes: ``defaults`` with ``options`` changed; an unknown name is an error
+    that lists the known ones."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **options}

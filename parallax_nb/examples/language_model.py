@@ -10,7 +10,7 @@ import functools
 
 from .. import tf_env  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from ..program import Program
-from .data import shard_batches, zipf_corpus
+from .data import shard_batches, with_defaults, zipf_corpus
 
 DEFAULTS = dict(vocab=200_000, dim=64, hidden=128, context=8, num_sampled=256,
                 examples=20_000)
@@ -61,10 +61,7 @@ def adagrad():
 
 def make_program(**options) -> Program:
     """The language model with some sizes changed, e.g. ``make_program(vocab=50_000)``."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **options}
+    settings = with_defaults(DEFAULTS, options)
     return Program(
         model_fn=functools.partial(build_model, **settings),
         loss_fn=functools.partial(sampled_softmax_loss, **settings),

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import tf_env  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from ..program import Program
-from .data import shard_batches
+from .data import shard_batches, with_defaults
 
 # Cardinalities of the 26 Criteo Kaggle categorical features (C1..C26), as DLRM's and HET's
 # Criteo pipelines report them.
@@ -84,10 +84,7 @@ def adagrad():
 
 def make_program(**options) -> Program:
     """The recommender with some sizes changed, e.g. ``make_program(scale=0.01)``."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **options}
+    settings = with_defaults(DEFAULTS, options)
     return Program(
         model_fn=functools.partial(build_model, **settings),
         loss_fn=loss,

@@ -8,7 +8,8 @@ gRPC and Gloo framing are not included. The benchmarks read interface counters f
   as TensorFlow's embedding lookup gathers them) plus, in PS mode, dense variables read;
 * ``ps_sent``: the ids sent with those gathers (8 bytes each) plus this rank's pushes
   (de-duplicated rows with their indices, or dense gradients); with local aggregation only a
-  host's first rank pushes, for the whole host;
+  host's first rank pushes, for the whole host (on the chief's host the other ranks push
+  straight to server 0 in the chief: counted as ``local_bytes``, by `ServerSync.push`);
 * ``hvd_sent`` / ``hvd_recv``: Horovod traffic of this rank: a ring AllReduce of W dense bytes
   moves 2 W (N-1)/N each way per rank; an allgather of sparse gradients (AR mode) brings in
   every other rank's slices (values and indices) and sends this rank's to the others.

@@ -212,3 +212,14 @@ def test_criteo_shaped_recommender_has_26_sparse_tables_of_criteo_sizes():
                    for shape in tables["shape"])
     assert sizes == sorted(recommender.table_sizes(0.001))
     assert sizes[0] == 3 and sizes[-1] == int(10131227 * 0.001)
+
+
+@pytest.mark.parametrize("optimizer_fn, says", [
+    (programs.adagrad, "Adagrad: Adagrad, row-wise (exact"),
+    (programs.adam, "Adam: lazy Adam: rows and their slots are updated when a step touches"),
+])
+def test_the_report_says_which_update_the_sparse_variables_get(optimizer_fn, says):
+    report = px.analyze(programs.keras_embedding_program(optimizer_fn=optimizer_fn), steps=2,
+                        config=px.Config(batch_size=4))
+    assert f"sparse updates: {says}" in str(report)
+    assert f"Sparse updates: {says}" in report._repr_html_()

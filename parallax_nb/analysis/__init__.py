@@ -6,6 +6,7 @@ from typing import Optional
 
 from ..config import Config
 from ..program import Program
+from ..row_updates import row_rule
 from .report import AnalysisReport
 from .trace import trace_gradients
 
@@ -23,7 +24,8 @@ def analyze(program: Program, steps: int = 5, config: Optional[Config] = None,
     program.check_picklable()
     trace = _cached_trace(program, steps, config.batch_size)
     servers = servers or config.servers or machines
-    return AnalysisReport(program.name, trace, config, servers, machines, workers_per_machine)
+    return AnalysisReport(program.name, trace, config, servers, machines, workers_per_machine,
+                          row_rule(program.optimizer())[1])
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,6 +30,7 @@ class AnalysisReport:
     servers: int
     machines: int
     workers_per_machine: int
+    sparse_update: str = ""    # which update the sparse variables get (row_updates.row_rule)
 
     @property
     def variables(self) -> Tuple[VariableTrace, ...]:
@@ -129,6 +130,8 @@ class AnalysisReport:
                   + f", {self.servers} parameter server(s)")
         table = self.display_frame().to_string(index=False)
         parts = [header, table, str(self.estimate())]
+        if self.sparse_update and any(v.kind == "sparse" for v in self.variables):
+            parts.append(f"sparse updates: {self.sparse_update}")
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts)
 

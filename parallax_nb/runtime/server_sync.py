@@ -61,7 +61,7 @@ class ServerSync:
         self.aggregate = self.config.local_aggregation and spec.local_size > 1
         self.is_pusher = spec.local_rank == 0 or not self.aggregate
         chief_host = spec.host_ranks[0] if spec.host_ranks else (0,)
-        rule, self.update_note = row_rule(optimizer_fn())
+        rule, _ = row_rule(optimizer_fn())
         self.entries: List[Entry] = []
         for variable in server_variables.variables:
             sparse = variable.placement.variable.kind == "sparse"

@@ -152,8 +152,8 @@ class ServerSync:
         self.collective_results = collective_results   # for the step profile
         # A push that stays on this host (direct, not the applier's own) is local traffic,
         # as local aggregation's would have been.
-        ops, pushed = list(collective_results) if not self.is_pusher else [], \
-            tf.constant(0, tf.int64)
+        ops = [] if self.is_pusher else list(collective_results)
+        pushed = tf.constant(0, tf.int64)
         for channel in self.channels:
             if not (self.is_pusher or channel.direct):
                 continue

@@ -6,6 +6,7 @@ Data flows one way: Program -> analysis -> placement plan -> launch on Dask -> r
 from . import tf_env  # noqa: F401  (must run before TensorFlow is imported)
 from .analysis import AnalysisReport, analyze
 from .cluster import ParallaxCluster, Selection, connect
+from .cluster.check import CheckResult, ClusterNotReady, check
 from .config import Config
 from .errors import ConfigError, ParallaxError, ProgramError, RankError, RunStopped
 from .launch import Run, train
@@ -14,8 +15,8 @@ from .program import Program
 __version__ = "0.1.0"
 
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
-           "Selection", "train", "Run", "ParallaxError", "ProgramError", "ConfigError",
-           "RankError", "RunStopped"]
+           "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",
+           "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped"]
 
 
 def load_ipython_extension(ipython):

@@ -2,6 +2,7 @@
 
     python -m parallax_nb analyze parallax_nb.examples.language_model:program --steps 5
     python -m parallax_nb train parallax_nb.examples.language_model:program --mode AR --steps 50
+    python -m parallax_nb check --scheduler tcp://scheduler:8786   (exit code 1: a row failed)
 """
 from __future__ import annotations
 
@@ -38,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--slots-per-worker", type=int, default=1)
     train.add_argument("--ranks", type=int, default=None, help="ranks (default: every device)")
     train.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
+
+    check = commands.add_parser(
+        "check", help="is the cluster ready for a run? one row per worker and need",
+        description="For every Dask worker: Python, TensorFlow, Keras, Horovod (TensorFlow "
+                    "ops, Gloo), parallax_nb against this client's; GPUs and each rank's "
+                    "CUDA_VISIBLE_DEVICES; hostname address, Horovod's interface, TCP between "
+                    "machines. Exits 1 when a row fails (each says how to fix it).")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    where.add_argument("--local", type=int, default=2,
+                       help="workers of an embedded LocalCluster (default 2)")
+    check.add_argument("--slots-per-worker", type=int, default=1)
+    check.add_argument("--quick", action="store_true",
+                       help="versions from the installed files only (what train checks); "
+                            "the full check also imports TensorFlow and Horovod on each worker")
+    check.add_argument("--timeout", type=float, default=None,
+                       help="seconds a worker's probe may take")
     return parser
 
 
@@ -89,10 +107,27 @@ def run_train(args) -> int:
         cluster.close()
 
 
+def run_check(args) -> int:
+    from .cluster import connect
+    from .cluster.check import check
+
+    if args.scheduler:
+        cluster = connect(args.scheduler)
+    else:
+        cluster = connect(local=args.local, slots_per_worker=args.slots_per_worker)
+    try:
+        result = check(cluster, quick=args.quick, timeout=args.timeout)
+        print(result)
+        return 0 if result.ok else 1
+    finally:
+        cluster.close()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"analyze": run_analyze, "train": run_train}[args.command](args)
+        return {"analyze": run_analyze, "train": run_train,
+                "check": run_check}[args.command](args)
     except (ParallaxError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

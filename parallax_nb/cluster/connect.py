@@ -48,6 +48,12 @@ class ParallaxCluster:
         return pd.DataFrame(rows, columns=["host", "worker", "kind", "device", "name",
                                            "memory_total", "memory_used", "utilization", "key"])
 
+    def check(self, select: Selector = None, *, quick: bool = False, timeout=None):
+        """Whether every worker can run ranks: a `CheckResult` table (see `px.check`)."""
+        from .check import check
+
+        return check(self, select, quick=quick, timeout=timeout)
+
     def select(self, *, hosts=None, workers=None, count=None, keys=None, kind=None) -> Selection:
         return select(self.devices(), hosts=hosts, workers=workers, count=count, keys=keys,
                       kind=kind)

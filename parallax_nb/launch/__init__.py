@@ -36,12 +36,14 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
 
     from ..analysis import analyze
     from ..cluster import connect
+    from ..cluster.check import require_ready
 
     called_at = time.time()
     config = config or Config()
     payload = program.check_picklable()
     cluster = cluster or connect()
     selection = cluster.resolve(select)
+    require_ready(cluster, selection)   # the quick px.check: refuse a cluster that cannot run
     slots = assign_ranks(selection)
     hosts = len(selection.hosts)
     report = (report or analyze(program, steps=2, config=config)).for_selection(

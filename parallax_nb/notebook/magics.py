@@ -2,7 +2,7 @@
 
     %parallax connect [ADDRESS | --local N]     %parallax cluster
     %parallax analyze PROGRAM                   %%parallax train [options]  (cell: the program)
-    %parallax status | stop | wait
+    %parallax status | stop | wait              %parallax check [--quick]
 
 Arguments are parsed by IPython's ``MagicArgumentParser`` (errors are UsageErrors, not exits);
 ``%parallax?`` and ``%parallax --help`` print the usage of every sub-command.
@@ -51,6 +51,16 @@ def build_parser():
                     "%%parallax train runs on.")
     cluster.add_argument("--refresh", action="store_true",
                          help="re-read the devices (resets the selection)")
+
+    check = commands.add_parser(
+        "check", help="is the cluster ready for a run? one row per worker and need",
+        description="Check every worker of the connected cluster: Python, TensorFlow, Keras, "
+                    "Horovod (TensorFlow ops, Gloo), parallax_nb against this kernel's; GPUs "
+                    "and the CUDA_VISIBLE_DEVICES of each rank of the ticked devices; "
+                    "hostname address, Horovod's interface, TCP between machines. Failed rows "
+                    "say how to fix them.")
+    check.add_argument("--quick", action="store_true",
+                       help="versions from the installed files only (what train checks)")
 
     analyze = commands.add_parser(
         "analyze", help="the sparse-variable view of a program",
@@ -154,6 +164,17 @@ class ParallaxMagics(Magics):
             self.session.refresh()
         self.session.require_cluster()
         self._show_cluster()
+
+    def _check(self, args):
+        from ..cluster.check import check
+
+        session = self.session
+        result = check(session.require_cluster(), session.selection, quick=args.quick)
+        if widgets_enabled():
+            display(result)
+        else:
+            print(result)
+        return None
 
     def _analyze(self, args):
         from ..analysis import analyze

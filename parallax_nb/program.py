@@ -1,13 +1,20 @@
 """The training-program contract: the user's single-device code as four plain functions.
 
 They are defined in notebooks and shipped to other processes, so they must survive
-cloudpickle; `Program.check_picklable` says which one does not, and why.
+cloudpickle; `Program.check_picklable` says which one does not, and why. Code the user keeps
+in modules of their own (files beside the script or notebook, packages under the working
+directory) travels with the program: the ranks run elsewhere, where those files are not.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
-from typing import Any, Callable, Iterable, Optional
+import os
+import sys
+import sysconfig
+from typing import Any, Callable, Iterable, List, Optional
 
 import cloudpickle
 
@@ -39,17 +46,22 @@ class Program:
                     f"{field} must be a function, got {type(getattr(self, field)).__name__}")
 
     def check_picklable(self) -> bytes:
-        """Pickle the program with cloudpickle, naming the function that cannot be shipped."""
-        for field in FUNCTIONS:
-            try:
-                cloudpickle.dumps(getattr(self, field))
-            except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, ...)
-                raise ProgramError(
-                    f"{field} cannot be pickled, so it cannot be shipped to the ranks: "
-                    f"{type(exc).__name__}: {exc}. Define it so that it creates what it needs "
-                    f"(locks, files, sessions, models) inside the function instead of capturing "
-                    f"them from the notebook.") from exc
-        return cloudpickle.dumps(self)
+        """Pickle the program with cloudpickle, naming the function that cannot be shipped.
+
+        Functions and classes from the user's own modules (`user_modules`) are pickled by
+        value, like a notebook's; installed packages stay references.
+        """
+        with _by_value(user_modules()):
+            for field in FUNCTIONS:
+                try:
+                    cloudpickle.dumps(getattr(self, field))
+                except Exception as exc:  # cloudpickle raises many types (TypeError, ...)
+                    raise ProgramError(
+                        f"{field} cannot be pickled, so it cannot be shipped to the ranks: "
+                        f"{type(exc).__name__}: {exc}. Define it so that it creates what it "
+                        f"needs (locks, files, sessions, models) inside the function instead "
+                        f"of capturing them from the notebook.") from exc
+            return cloudpickle.dumps(self)
 
     def dataset(self, shard: int, num_shards: int, batch_size: Optional[int] = None) -> Iterable:
         """Call ``dataset_fn`` for one shard, passing ``batch_size`` when it accepts one."""
@@ -79,6 +91,56 @@ class Program:
             return self.optimizer_fn()
         except Exception as exc:
             raise ProgramError(f"optimizer_fn() raised {type(exc).__name__}: {exc}") from exc
+
+
+def user_modules() -> List[str]:
+    """Top-level modules imported here that a worker cannot be assumed to have: neither the
+    standard library nor an installed distribution (site-packages, an editable install).
+
+    These are the user's files beside the script or notebook, and packages under the working
+    directory: ``from mymodel import model_fn`` works here because the script's folder is
+    on ``sys.path``, and nowhere else.
+    """
+    installed = _installed_top_level()
+    roots = _installed_roots()
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if "." in name or name in ("__main__", "__mp_main__") or not path or \
+                name in installed or name in sys.stdlib_module_names:
+            continue
+        if not os.path.realpath(path).startswith(roots):
+            found.append(name)
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_top_level() -> frozenset:
+    from importlib.metadata import packages_distributions
+
+    return frozenset(packages_distributions())
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_roots() -> tuple:
+    paths = sysconfig.get_paths()
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["stdlib"], paths["purelib"],
+             paths["platlib"]}
+    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+
+
+@contextlib.contextmanager
+def _by_value(modules):
+    """cloudpickle pickles ``modules`` (and their submodules) by value inside."""
+    registered = [name for name in modules
+                  if name not in cloudpickle.list_registry_pickle_by_value()]
+    try:
+        for name in registered:
+            cloudpickle.register_pickle_by_value(sys.modules[name])
+        yield
+    finally:
+        for name in registered:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
 
 
 def _accepts(fn, parameter: str) -> bool:

@@ -7,7 +7,7 @@ even at momentum 0 and rewrites it whole (160-370 ms a step on a 300k x 128 tabl
 parameter server that is the whole table read and written every step.
 
 So every sparse variable, in every mode and in the single-device reference
-(`parallax_nb.reference`), is updated by a *row rule* built from the user's optimizer's own
+(`runtime.single`), is updated by a *row rule* built from the user's optimizer's own
 hyper-parameters:
 
 =========  ==========================================================================
@@ -30,10 +30,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
+from .keras3 import KERAS3, flavour, tf_variable
 from .tf_env import tensorflow
 
 UNSUPPORTED_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay", "decay",
-                       "use_ema", "amsgrad")
+                       "use_ema", "amsgrad", "loss_scale_factor", "gradient_accumulation_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RowRule:
     kind: str            # sgd, momentum, adagrad, adam, rmsprop
     hyper: dict          # learning_rate (float or serialised schedule), momentum, epsilon, ...
     legacy: bool         # a tf.keras.optimizers.legacy optimizer (Adagrad's epsilon differs)
+    keras3: bool = False  # a Keras 3 optimizer (its schedules serialise differently)
 
     @property
     def exact(self) -> bool:
@@ -83,7 +85,7 @@ def row_rule(optimizer) -> Tuple[Optional[RowRule], str]:
             "adam": ("beta_1", "beta_2", "epsilon"),
             "rmsprop": ("rho", "momentum", "epsilon", "centered")}[kind]
     hyper = {"learning_rate": lr, **{k: config[k] for k in keys if k in config}}
-    rule = RowRule(kind, hyper, legacy)
+    rule = RowRule(kind, hyper, legacy, flavour(optimizer) == KERAS3)
     return rule, f"{name}: {rule.describe()}"
 
 
@@ -104,7 +106,12 @@ class RowUpdater:
         self.iterations = make("iterations", (), tf.int64, tf.constant(0, tf.int64))
         self._schedule = None
         if isinstance(h["learning_rate"], dict):
-            self._schedule = tf.keras.optimizers.schedules.deserialize(h["learning_rate"])
+            if rule.keras3:
+                import keras
+
+                self._schedule = keras.optimizers.schedules.deserialize(h["learning_rate"])
+            else:
+                self._schedule = tf.keras.optimizers.schedules.deserialize(h["learning_rate"])
 
         def slot(slot_name, fill=0.0):
             return make(slot_name, variable.shape, variable.dtype,
@@ -203,10 +210,11 @@ class LocalRowUpdates:
 
     def __init__(self, optimizer, sparse_variables):
         rule, self.note = row_rule(optimizer)
-        self.updaters = {id(v): RowUpdater(rule, v) for v in sparse_variables} if rule else {}
+        self.updaters = {id(tf_variable(v)): RowUpdater(rule, tf_variable(v))
+                         for v in sparse_variables} if rule else {}
 
     def covers(self, variable) -> bool:
-        return id(variable) in self.updaters
+        return id(tf_variable(variable)) in self.updaters
 
     def variables(self):
         return [s for u in self.updaters.values() for s in u.variables()]
@@ -223,7 +231,7 @@ class LocalRowUpdates:
         rest = [(g, v) for g, v in grads_and_vars
                 if not (self.covers(v) and isinstance(g, tf.IndexedSlices))]
         done = [optimizer.apply_gradients(rest)] if rest else []
-        return done + [self.updaters[id(v)].apply(g) for g, v in rows]
+        return done + [self.updaters[id(tf_variable(v))].apply(g) for g, v in rows]
 
 
 def _local_variable(name, shape, dtype, initial):

@@ -28,16 +28,19 @@ def fresh_keras_names():
 
     Keras numbers layers per session ("embedding", "embedding_1", ...), so a model built a
     second time in a notebook gets other variable names than in a rank process. Analysis
-    runs model_fn inside this scope so its report names match the ranks'; the notebook's
-    own counters are restored afterwards.
+    and the single-device reference run model_fn inside this scope so their names match the
+    ranks'; the notebook's own counters are restored afterwards. Both Kerases.
     """
     from tf_keras.src import backend
+
+    from .keras3 import fresh_names
 
     saved_uids = dict(backend.PER_GRAPH_OBJECT_NAME_UIDS)
     saved_observed = set(backend.OBSERVED_NAMES)
     backend.reset_uids()
     try:
-        yield
+        with fresh_names():
+            yield
     finally:
         backend.reset_uids()
         backend.PER_GRAPH_OBJECT_NAME_UIDS.update(saved_uids)
@@ -45,12 +48,13 @@ def fresh_keras_names():
 
 
 def trainable_variables(model):
-    """The trainable variables of a tf_keras Model or a tf.Module, in creation order."""
+    """The trainable variables of a Keras Model (either Keras) or a tf.Module, in creation
+    order."""
     tf = tensorflow()
     from .errors import ProgramError
 
     if not isinstance(model, tf.Module) and not hasattr(model, "trainable_variables"):
-        raise ProgramError(f"model_fn must return a tf.keras Model or a tf.Module, "
+        raise ProgramError(f"model_fn must return a Keras Model or a tf.Module, "
                            f"got {type(model).__name__}")
     return list(model.trainable_variables)
 

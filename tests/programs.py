@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+import keras
 import parallax_nb as px
 import tensorflow as tf
 
@@ -51,6 +52,106 @@ def keras_embedding_program(optimizer_fn=sgd, **sizes):
     return px.Program(functools.partial(keras_embedding_model, **sizes), regression_loss,
                       functools.partial(id_batches, **sizes), optimizer_fn,
                       name="keras_embedding")
+
+
+# -- Keras 3 (`import keras`): a transformer-style text model -----------------------------------
+class PositionEmbedding(keras.layers.Layer):
+    """keras-io's position embedding: int32 positions (``ops.arange``) beside int64 ids."""
+
+    def __init__(self, length, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.table = keras.layers.Embedding(
+            length, dim, embeddings_initializer=keras.initializers.RandomUniform(seed=6),
+            name="table")
+
+    def call(self, tokens):
+        return self.table(keras.ops.arange(0, keras.ops.shape(tokens)[1]))
+
+
+def keras3_transformer_model(rows=50, dim=4, length=3):
+    ids = keras.Input(shape=(length,), dtype="int64")
+    tokens = keras.layers.Embedding(rows, dim, name="tokens", embeddings_initializer=keras
+                                    .initializers.RandomUniform(seed=3))(ids)
+    x = tokens + PositionEmbedding(length, dim, name="positions")(tokens)
+    x = keras.layers.MultiHeadAttention(
+        2, 2, name="attention", use_bias=False,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=5))(x, x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(1, name="out",
+                             kernel_initializer=keras.initializers.GlorotUniform(seed=4))(x)
+    return keras.Model(ids, out)
+
+
+def keras3_embedding_model(rows=50, dim=4, length=3):
+    return keras.Sequential([
+        keras.Input(shape=(length,), dtype="int64"),
+        keras.layers.Embedding(rows, dim, name="emb", embeddings_initializer=keras.initializers
+                               .RandomUniform(seed=3)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1, name="out",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed=4)),
+    ])
+
+
+KERAS3_OPTIMIZERS = {"sgd": lambda: keras.optimizers.SGD(0.1),
+                     "adam": lambda: keras.optimizers.Adam(0.01),
+                     "adagrad": lambda: keras.optimizers.Adagrad(0.1)}
+
+
+def keras3_optimizer(name):
+    return KERAS3_OPTIMIZERS[name]()
+
+
+def keras3_program(model="transformer", optimizer="sgd", **sizes):
+    model_fn = {"transformer": keras3_transformer_model, "embedding": keras3_embedding_model,
+                "big": keras3_big_table_model}[model]
+    data = functools.partial(distinct_ids, rows=100_000) if model == "big" else \
+        functools.partial(id_batches, **sizes)
+    return px.Program(functools.partial(model_fn, **sizes), regression_loss, data,
+                      functools.partial(keras3_optimizer, optimizer), name=f"keras3_{model}")
+
+
+def keras3_big_table_model(rows=100_000, dim=16):
+    return keras.Sequential([
+        keras.Input(shape=(1,), dtype="int64"),
+        keras.layers.Embedding(rows, dim, name="big"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1, name="head"),
+    ])
+
+
+def mixed_keras_program():
+    """A tf_keras model with a Keras 3 optimizer: refused, with what to change."""
+    return px.Program(keras_embedding_model, regression_loss, id_batches,
+                      functools.partial(keras3_optimizer, "sgd"), name="mixed_keras")
+
+
+# -- several dtypes and a variable without a gradient ---------------------------------------
+class MixedDtypeModel(tf.Module):
+    """A float16 table and a bfloat16 one beside float32 ones, int32 and int64 ids, and a
+    variable the loss never uses."""
+
+    def __init__(self, rows=40, dim=3):
+        super().__init__()
+        init = tf.random.stateless_normal
+        self.half = tf.Variable(tf.cast(init([rows, dim], seed=[1, 2]), tf.float16), name="half")
+        self.brain = tf.Variable(tf.cast(init([rows, dim], seed=[7, 8]), tf.bfloat16),
+                                 name="brain")
+        self.single = tf.Variable(init([rows, dim], seed=[3, 4]), name="single")
+        self.weights = tf.Variable(init([dim, 1], seed=[5, 6]), name="weights")
+        self.scale = tf.Variable(tf.ones([1], tf.float16), name="scale")
+        self.unused = tf.Variable(tf.zeros([2]), name="unused")
+
+    def __call__(self, ids):
+        half = tf.cast(tf.gather(self.half, ids) * self.scale, tf.float32)
+        brain = tf.cast(tf.gather(self.brain, tf.cast(ids, tf.int32)), tf.float32)
+        rows = half + brain + tf.gather(self.single, tf.cast(ids, tf.int32))
+        return tf.matmul(tf.reduce_sum(rows, axis=1), self.weights)
+
+
+def mixed_dtype_program():
+    return px.Program(MixedDtypeModel, regression_loss,
+                      functools.partial(id_batches, rows=40), sgd, name="mixed_dtypes")
 
 
 # -- raw tf.Variables in a tf.Module ---------------------------------------------------------

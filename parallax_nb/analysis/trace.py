@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import ProgramError
+from ..keras3 import check_one_keras, tf_variable
 from ..program import Program
 from ..tf_env import fresh_keras_names, tensorflow, trainable_variables
 
@@ -69,6 +70,7 @@ def trace_gradients(program: Program, steps: int = 5, batch_size: Optional[int] 
         raise ProgramError(f"steps must be at least 1, got {steps}")
     with fresh_keras_names():
         model = program.model()
+    check_one_keras(model, program.optimizer())
     batches = list(itertools.islice(iter(program.dataset(0, 1, batch_size)), steps))
     if not batches:
         raise ProgramError("dataset_fn(0, 1) yielded no batches: it must yield at least one "
@@ -126,8 +128,9 @@ def examples_in(batch) -> Optional[int]:
 
 def _summarise(index, variable, grads) -> VariableTrace:
     tf = tensorflow()
+    variable = tf_variable(variable)
     shape = tuple(int(d) for d in variable.shape)
-    dtype = variable.dtype.base_dtype
+    dtype = tf.as_dtype(variable.dtype).base_dtype
     size = int(np.prod(shape, dtype=np.int64)) * dtype.size
     rows = shape[0] if shape else 1
     present = [g for g in grads if g is not None]

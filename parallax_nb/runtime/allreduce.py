@@ -3,7 +3,10 @@
 Dense gradients are averaged by one grouped (fused) AllReduce. Sparse ones, in AR mode, go
 through a second grouped call, which Horovod turns into allgathers of values and indices.
 Two calls because Horovod 0.28.1's grouped_allreduce mis-pairs its results when one list
-mixes dense tensors and IndexedSlices.
+mixes dense tensors and IndexedSlices; and each of them once per dtype, because a grouped
+call takes one dtype (a float16 table beside float32 ones, int32 position ids beside int64
+token ids: sparse indices are made int64 first, as the servers' pushes make them). Horovod
+has no bfloat16: such tensors travel as float32 (exactly) and come back as bfloat16.
 
 Horovod matches a collective across ranks by its tensors' names, and the chief's step graph
 has ops the others lack (it applies the server updates), so automatic names can differ
@@ -15,6 +18,12 @@ Horovod collective still waits for Horovod's background cycle (1 ms by default),
 a one-rank step measurably slower than plain TensorFlow (benchmarks/README.md, "Profile").
 """
 from __future__ import annotations
+
+
+def _widened():
+    import tensorflow as tf
+
+    return {tf.bfloat16: tf.float32}
 
 
 class AllReduceSync:
@@ -32,16 +41,55 @@ class AllReduceSync:
         sparse = [i for i, g in enumerate(grads) if isinstance(g, tf.IndexedSlices)]
         for label, group in (("dense", dense), ("sparse", sparse)):
             if group:
-                reduced = self._hvd.grouped_allreduce(
-                    stable_names([grads[i] for i in group], f"parallax_{label}"),
-                    op=self._hvd.Average)
+                tensors = [_int64_indices(tf, grads[i]) for i in group]
+                reduced = grouped_by_dtype(
+                    lambda same: self._hvd.grouped_allreduce(same, op=self._hvd.Average),
+                    stable_names(tensors, f"parallax_{label}"))
                 for i, g in zip(group, reduced):
                     synced[i] = g
         return synced
 
     def broadcast(self, variables):
         """Start every replica from rank 0's values."""
-        self._hvd.broadcast_variables(variables, root_rank=0)
+        import tensorflow as tf
+
+        widened = _widened()
+        carried = [v for v in variables if v.dtype in widened]
+        self._hvd.broadcast_variables([v for v in variables if v.dtype not in widened],
+                                      root_rank=0)
+        for i, v in enumerate(carried):
+            value = self._hvd.broadcast(tf.cast(v, widened[v.dtype]), root_rank=0,
+                                        name=f"parallax_broadcast_widened_{i}")
+            v.assign(tf.cast(value, v.dtype))
+
+
+def grouped_by_dtype(collective, tensors):
+    """Run a grouped Horovod collective once per dtype (of an IndexedSlices: of its values);
+    dtypes Horovod lacks travel widened."""
+    import tensorflow as tf
+
+    results = [None] * len(tensors)
+    by_dtype = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, positions in by_dtype.items():
+        wide = _widened().get(dtype)
+        group = [_cast(tf, tensors[i], wide) if wide else tensors[i] for i in positions]
+        for i, out in zip(positions, collective(group)):
+            results[i] = _cast(tf, out, dtype) if wide else out
+    return results
+
+
+def _cast(tf, t, dtype):
+    if isinstance(t, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.cast(t.values, dtype), t.indices, t.dense_shape)
+    return tf.cast(t, dtype)
+
+
+def _int64_indices(tf, grad):
+    if isinstance(grad, tf.IndexedSlices) and grad.indices.dtype != tf.int64:
+        return tf.IndexedSlices(grad.values, tf.cast(grad.indices, tf.int64), grad.dense_shape)
+    return grad
 
 
 def stable_names(tensors, prefix):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Optional
 
 from ..errors import ProgramError
+from ..keras3 import variable_name
 from ..program import Program
 
 
@@ -28,9 +29,10 @@ def named_weights(variables) -> dict:
     """``{variable name: numpy value}``; a repeated name gets ``#2``, ``#3``, ..."""
     weights = {}
     for variable in variables:
-        name, n = variable.name, 1
+        base = variable_name(variable)
+        name, n = base, 1
         while name in weights:
             n += 1
-            name = f"{variable.name}#{n}"
+            name = f"{base}#{n}"
         weights[name] = variable.numpy()
     return weights

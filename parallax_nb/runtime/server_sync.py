@@ -31,7 +31,7 @@ from typing import List, Optional
 
 from ..row_updates import RowUpdater, row_rule
 from ..tf_env import build_optimizer, ps_handle_variable, tensorflow
-from .allreduce import stable_names
+from .allreduce import grouped_by_dtype, stable_names
 from .spec import CHIEF_SERVER
 
 
@@ -125,7 +125,7 @@ class ServerSync:
         if self.aggregate and gathered_sparse:
             flat = [payload[i][0] for i in gathered_sparse] + \
                 [payload[i][1] for i in gathered_sparse]
-            gathered = _grouped_by_dtype(
+            gathered = grouped_by_dtype(
                 lambda group: self.hvd.grouped_allgather(group, process_set=self.host_set),
                 stable_names(flat, "parallax_local_sparse"))
             n = len(gathered_sparse)
@@ -309,18 +309,6 @@ class SharedQueue:
     def dequeue(self):
         return tensorflow().raw_ops.QueueDequeueV2(handle=self.handle,
                                                    component_types=self.dtypes)
-
-
-def _grouped_by_dtype(collective, tensors):
-    """Run a grouped Horovod collective once per dtype (it takes one dtype per call)."""
-    results = [None] * len(tensors)
-    by_dtype = {}
-    for i, t in enumerate(tensors):
-        by_dtype.setdefault(t.dtype, []).append(i)
-    for positions in by_dtype.values():
-        for i, out in zip(positions, collective([tensors[i] for i in positions])):
-            results[i] = out
-    return results
 
 
 def _deduplicate(tf, indices, values):

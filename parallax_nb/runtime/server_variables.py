@@ -6,7 +6,8 @@ swaps each variable the plan puts on the servers for partitions on those servers
 TensorFlow ``ShardedVariable`` when there is more than one. Keras layers, ``tf.gather``,
 ``tf.nn.embedding_lookup`` and ``tf.nn.sampled_softmax_loss`` then gather on the server that
 owns the rows (TensorFlow's "div" sharding, the plan's row splits), so only the looked-up
-rows travel, and their gradients are ``IndexedSlices`` per partition.
+rows travel, and their gradients are ``IndexedSlices`` per partition. (Keras 3 layers hold
+the table inside a Keras variable and ``take`` from it: `keras3` makes that gather too.)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import dataclasses
 from typing import Dict, List
 
 from ..errors import ProgramError
+from ..keras3 import gather_rows_where_they_live
 from ..tf_env import ps_handle_variable, tensorflow
 
 
@@ -85,7 +87,15 @@ class ServerVariables:
         self.variables: List[ServerVariable] = []
 
     def scope(self):
+        gather_rows_where_they_live(self.is_server_table)
         return tensorflow().variable_creator_scope(self._create)
+
+    def ids(self):
+        """``id()`` of every server table and partition (what local variables are not)."""
+        return {id(x) for v in self.variables for x in [v.handle, *v.partitions]}
+
+    def is_server_table(self, table) -> bool:
+        return any(table is v.handle for v in self.variables)
 
     def _create(self, next_creator, **kwargs):
         tf = tensorflow()

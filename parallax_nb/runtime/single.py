@@ -9,9 +9,10 @@ from __future__ import annotations
 import itertools
 from typing import Optional
 
+from ..keras3 import variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
-from ..tf_env import tensorflow, trainable_variables
+from ..tf_env import fresh_keras_names, tensorflow, trainable_variables
 from .data import endless_batches, named_weights
 
 
@@ -24,7 +25,8 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
     """
     scale = dict(gradient_scale or {})
     tf = tensorflow()
-    model = program.model()
+    with fresh_keras_names():   # the names a rank gives the variables
+        model = program.model()
     optimizer = program.optimizer()
     batches = endless_batches(program, 0, 1, batch_size)
     first = next(batches)
@@ -41,7 +43,8 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
     def step(batch):
         with tf.GradientTape() as tape:
             loss = program.loss_fn(model, batch)
-        grads = [g if g is None or v.name not in scale else _scaled(g, scale[v.name])
+        grads = [g if g is None or variable_name(v) not in scale
+                 else _scaled(g, scale[variable_name(v)])
                  for g, v in zip(tape.gradient(loss, variables), variables)]
         row_updates.apply(optimizer, [(g, v) for g, v in zip(grads, variables)
                                       if g is not None])

@@ -12,6 +12,7 @@ import time
 
 from ..analysis.trace import compute_loss, examples_in
 from ..events import INFO, STARTUP, STEP, EventWriter
+from ..keras3 import check_one_keras, tf_variable, variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
 from ..tf_env import build_optimizer, tensorflow, trainable_variables
@@ -56,20 +57,23 @@ class Trainer:
             self._barrier("parallax_servers_ready")
         self.clock.mark("model")
         self.optimizer = program.optimizer()
-        on_server = {id(p) for p in self.servers.partition_variables()} if self.servers else set()
+        check_one_keras(self.model, self.optimizer)
+        on_server = self.servers.ids() if self.servers else set()
         self.local_variables = [v for v in trainable_variables(self.model)
-                                if id(v) not in on_server]
+                                if id(tf_variable(v)) not in on_server]
         self.server_sync = (ServerSync(hvd, spec, self.servers, program.optimizer, host_set)
                             if self.servers else None)
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
-        self.replicated = [v for v in self.model.variables if id(v) not in on_server]
+        self.replicated = [v for v in self.model.variables
+                           if id(tf_variable(v)) not in on_server]
         # Sparse variables this rank holds itself (AR mode) are updated by their row rule,
         # like those on the servers: the same maths in every mode.
         sparse_names = {p.variable.name for p in spec.placements
                         if p.variable.kind == "sparse" and p.placement != "ps"}
         self.row_updates = LocalRowUpdates(
-            program.optimizer(), [v for v in self.local_variables if v.name in sparse_names])
+            program.optimizer(), [v for v in self.local_variables
+                                  if variable_name(v) in sparse_names])
         build_optimizer(self.optimizer, [v for v in self.local_variables
                                          if not self.row_updates.covers(v)])
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
@@ -77,7 +81,8 @@ class Trainer:
                             if self.config.checkpoint_dir else None)
         self.start_step = self._restore_and_broadcast()
         self.clock.mark("optimizer")
-        self.accounting = Accounting(spec, self.local_variables, self.server_sync)
+        self.accounting = Accounting(spec, [tf_variable(v) for v in self.local_variables],
+                                     self.server_sync)
         self._step = self._make_step()
 
     # -- start ----------------------------------------------------------------------------------
@@ -93,7 +98,8 @@ class Trainer:
                     server[f"{_key(variable.name)}.part{i}"] = part
         return tf.train.Checkpoint(
             step=self.step_counter,
-            local={_key(v.name) + f".{i}": v for i, v in enumerate(self.replicated)},
+            local={_key(variable_name(v)) + f".{i}": tf_variable(v)
+                   for i, v in enumerate(self.replicated)},
             server=server, optimizer=self.optimizer, row_updates=self.row_updates.checkpointed(),
             server_optimizers=self.server_sync.checkpointed() if self.server_sync else [])
 
@@ -112,8 +118,8 @@ class Trainer:
         # optimizer's slots (restored only on the chief) and the step.
         variables = self.optimizer.variables
         variables = variables() if callable(variables) else variables
-        self.sync.broadcast(self.replicated + list(variables) + self.row_updates.variables() +
-                            [self.step_counter])
+        self.sync.broadcast([tf_variable(v) for v in self.replicated + list(variables)] +
+                            self.row_updates.variables() + [self.step_counter])
         start = int(self.step_counter.numpy())
         if start:   # the first batch (taken to build the model) was batch 1 of those
             self.batches = itertools.islice(self.batches, start - 1, None)

@@ -1,0 +1,96 @@
+"""Models as users write them: Keras 3 (`import keras`), mixed dtypes, unused variables.
+
+Each trains data parallel to the weights of one process over the same examples, in every
+mode it is run in."""
+import numpy as np
+import pytest
+
+import parallax_nb as px
+import programs
+from cluster_tools import cluster_children, wait_until_gone
+from parallax_nb.runtime.single import train_single_device
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with px.connect(local=2) as cluster:
+        yield cluster
+        assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
+
+
+def relative_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def assert_trains_like_one_process(cluster, program, mode, ranks=2, steps=3, tolerance=1e-5):
+    config = px.Config(mode=mode, steps=steps, batch_size=4, average_sparse=True)
+    run = px.train(program, cluster=cluster, select=ranks, config=config)
+    trained = run.result(timeout=300)
+    reference, _ = train_single_device(program, steps=steps, batch_size=4 * ranks)
+    assert sorted(trained) == sorted(reference)
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < tolerance, name
+    return run
+
+
+CASES = [("HYBRID", "transformer", "sgd"), ("AR", "transformer", "sgd"),
+         ("HYBRID", "embedding", "adam"), ("PS", "embedding", "adagrad")]
+
+
+@pytest.mark.parametrize("mode, model, optimizer", CASES, ids=["-".join(c) for c in CASES])
+def test_keras3_models_train_like_one_process(cluster, mode, model, optimizer):
+    run = assert_trains_like_one_process(cluster, programs.keras3_program(model, optimizer),
+                                         mode)
+    frame = run.analysis.to_frame().set_index("name")
+    table = "tokens/embeddings:0" if model == "transformer" else "sequential/emb/embeddings:0"
+    assert frame.loc[table, "kind"] == "sparse"
+    assert run.mode == mode
+
+
+def test_a_keras3_embedding_on_a_server_gathers_only_the_looked_up_rows(cluster):
+    run = px.train(programs.keras3_program("big", "adagrad"), cluster=cluster, select=1,
+                   config=px.Config(mode="HYBRID", steps=3, batch_size=100))
+    run.wait(timeout=300)
+    per_step = run.metrics.set_index("step")
+    row_bytes = 16 * 4
+    # 100 distinct rows gathered per step (the table holds 100,000), pushed back once
+    assert (per_step["ps_recv"] == 100 * row_bytes).all()
+    assert (per_step["ps_sent"] == 100 * 8 + 100 * (row_bytes + 8)).all()
+
+
+def test_a_keras3_run_restores_its_checkpoint(cluster, tmp_path):
+    program = programs.keras3_program("transformer", "adam")
+
+    def run(steps, directory):
+        config = px.Config(mode="HYBRID", steps=steps, batch_size=4,
+                           checkpoint_dir=str(directory), checkpoint_every_steps=2)
+        return px.train(program, cluster=cluster, select=2, config=config)
+
+    straight = run(4, tmp_path / "straight").result(timeout=300)
+    run(2, tmp_path / "resumed").wait(timeout=300)
+    resumed = run(4, tmp_path / "resumed")
+    trained = resumed.result(timeout=300)
+    assert any("restored step 2" in note for note in resumed.notes)
+    for name in straight:   # Adam's slots (dense ones and the servers' rows) came back too
+        assert relative_error(trained[name], straight[name]) < 1e-6, name
+
+
+def test_one_program_must_use_one_keras():
+    with pytest.raises(px.ProgramError, match=r"model_fn returns a tf_keras model but "
+                                              r"optimizer_fn a Keras 3 optimizer; one program "
+                                              r"must use one Keras.*build both with `keras\.`"):
+        px.analyze(programs.mixed_keras_program(), steps=1)
+
+
+@pytest.mark.parametrize("mode", ["HYBRID", "PS", "AR"])
+def test_several_dtypes_index_types_and_an_unused_variable_in_every_mode(cluster, mode):
+    program = programs.mixed_dtype_program()
+    report = px.analyze(program, steps=2)
+    kinds = report.to_frame().set_index("name")["kind"].to_dict()
+    assert kinds == {"half:0": "sparse", "brain:0": "sparse", "single:0": "sparse",
+                     "weights:0": "dense", "scale:0": "dense", "unused:0": "unused"}
+    # float16 and bfloat16 sums differ from one process's in their last bits
+    assert_trains_like_one_process(cluster, program, mode, tolerance=1e-2)

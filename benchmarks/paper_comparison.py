@@ -115,7 +115,7 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     except Exception as exc:   # recorded; the other configurations still run
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     finally:   # a run that failed to be measured must not train on beside the next one
-        if run is not None and not run.done():
+        if run is not None and not run.done:
             with contextlib.suppress(Exception):
                 run.stop()
     result = {"status": "ok", "ran_as": run.mode, "seconds": run.finished_at - run.started_at,
@@ -135,7 +135,7 @@ def _shape_while_measured(run, sim, bandwidth: str, plan: Plan) -> float:
     last = plan.steps - COOLDOWN
 
     def wait_for(step):
-        while not run.done() and (run.metrics.empty or run.metrics["step"].max() < step):
+        while not run.done and (run.metrics.empty or run.metrics["step"].max() < step):
             if time.time() > deadline:
                 raise TimeoutError
             time.sleep(0.02)

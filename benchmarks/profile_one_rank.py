@@ -144,7 +144,7 @@ def profile_sdk(model: str, mode: str, seconds: int) -> dict:
                                         batch_size=workload.batch_size))
         try:
             while run.metrics.empty or run.metrics["step"].max() < WARMUP_STEPS:
-                if run.done():
+                if run.done:
                     run.wait()   # raises the run's error
                 time.sleep(0.1)
             began = time.time()

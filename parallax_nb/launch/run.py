@@ -209,7 +209,9 @@ class Run:
         with self._lock:
             return self._status
 
+    @property
     def done(self) -> bool:
+        """True once the run is over (finished, failed or stopped), like ``status``."""
         return self._done.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> "Run":

@@ -200,7 +200,7 @@ class ParallaxMagics(Magics):
             local_aggregation=not args.no_local_aggregation, checkpoint_dir=args.checkpoint_dir,
             checkpoint_every_steps=args.checkpoint_every, log_every=args.log_every)
         session = self.session
-        if session.run is not None and not session.run.done():
+        if session.run is not None and not session.run.done:
             raise ParallaxError(f"run {session.run.run_id} is still {session.run.status}: "
                                 f"`%parallax stop` it (or `%parallax wait`) first")
         panel = self._new_run_panel(args.name)
@@ -241,7 +241,7 @@ class ParallaxMagics(Magics):
         view = self.session.run_view
         bar = tqdm(total=run.config.steps, unit="step", disable=not progress)
         try:
-            while not run.done():
+            while not run.done:
                 bar.update(view.steps_done - bar.n)
                 time.sleep(0.5)
             bar.update(view.steps_done - bar.n)

@@ -78,7 +78,7 @@ class NotebookSession:
     def close(self) -> None:
         """Stop the current run and close the cluster (shutting it down if it is ours)."""
         try:
-            if self.run is not None and not self.run.done():
+            if self.run is not None and not self.run.done:
                 self.run.stop()
         finally:
             if self.cluster is not None:

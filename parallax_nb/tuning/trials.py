@@ -77,7 +77,7 @@ def time_trial(program, cluster, selection, config, report, names, partitions: i
     except ParallaxError as exc:
         raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
     except BaseException:
-        if run is not None and not run.done():
+        if run is not None and not run.done:
             run.stop()
         raise
     return window_seconds_per_step(run.metrics, config.search_warmup_steps)

@@ -61,7 +61,7 @@ class RunPanel(Panel):
 
     def _follow(self):
         try:
-            while not self.run.done():
+            while not self.run.done:
                 self._redraw()
                 time.sleep(REFRESH_SECONDS)
             self._redraw()

@@ -9,8 +9,9 @@ GPUS = [{"index": i, "uuid": f"GPU-{i}aaa-{i}", "name": "Test GPU", "memory_tota
          "memory_used": 1 << 30, "utilization": 10.0 * i} for i in range(4)]
 
 
-def probe(hostname, gpus=(), visible=None, nthreads=2, label=None):
-    return {"hostname": hostname, "label": label, "address": None, "nthreads": nthreads,
+def probe(hostname, gpus=(), visible=None, nthreads=2, label=None, name="0"):
+    return {"hostname": hostname, "label": label, "address": None, "name": name,
+            "nthreads": nthreads,
             "memory_limit": 8 << 30, "cuda_visible_devices": visible, "gpus": list(gpus),
             "pid": 1}
 
@@ -35,14 +36,19 @@ def test_dask_cuda_workers_each_own_the_gpu_they_list_first():
     devices = devices_from_probes(probes)
     assert {(d.worker, d.id) for d in devices} == {("tcp://a:1", "GPU-0aaa-0"),
                                                     ("tcp://a:2", "GPU-1aaa-1")}
+    # each worker's GPU is index 0 among its own, so the label names the machine's number
+    assert sorted(d.label for d in devices) == ["GPU 0 (Test GPU)", "GPU 1 (Test GPU)"]
 
 
 def test_workers_without_gpus_offer_cpu_slots_and_labels_group_hosts():
-    probes = {"tcp://a:1": probe("a", nthreads=3), "tcp://a:2": probe("a", label="b")}
+    probes = {"tcp://a:1": probe("a", nthreads=3), "tcp://a:2": probe("a", label="b", name="1")}
     devices = devices_from_probes(probes, host_labels={"tcp://a:1": "x"})
     assert [(d.host, d.kind, d.id) for d in devices] == [
         ("b", "CPU", "cpu0"), ("b", "CPU", "cpu1"),
         ("x", "CPU", "cpu0"), ("x", "CPU", "cpu1"), ("x", "CPU", "cpu2")]
+    assert [d.label for d in devices] == [
+        "worker 1 slot 0", "worker 1 slot 1", "worker 0 slot 0", "worker 0 slot 1",
+        "worker 0 slot 2"]
 
 
 def cpu(host, worker, i):

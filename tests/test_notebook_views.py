@@ -14,7 +14,8 @@ import programs
 
 
 def cpu(host, worker, index):
-    return Device(host, worker, "CPU", index, f"cpu{index}", "CPU slot", 4_000_000_000)
+    return Device(host, worker, "CPU", index, f"cpu{index}", "CPU slot", 4_000_000_000,
+                  worker_name=worker.split("//")[1][0] + "0")
 
 
 def gpu(host, worker, index, used=1_000_000_000, util=35.0):
@@ -31,7 +32,8 @@ def test_every_device_is_a_row_and_all_are_ticked_at_first():
     view = ClusterView(TWO_HOSTS, dashboard_link="http://hub/user/u/proxy/8787/status")
     rows = view.rows()
     assert [(r["host"], r["device"]) for r in rows] == [
-        ("h0", "cpu0"), ("h0", "cpu1"), ("h1", "cpu0"), ("h1", "cpu1")]
+        ("h0", "worker a0 slot 0"), ("h0", "worker a0 slot 1"), ("h1", "worker b0 slot 0"),
+        ("h1", "worker b0 slot 1")]
     assert all(r["selected"] for r in rows)
     assert rows[0]["memory"] == "4.0 GB" and rows[0]["utilization"] == "-"
     assert view.selection.keys == [d.key for d in TWO_HOSTS]

@@ -26,7 +26,8 @@ def test_cluster_panel_ticks_are_the_selection_both_ways():
     view = ClusterView(TWO_HOSTS, dashboard_link="/user/alice/proxy/8787/status")
     panel = ClusterPanel(view)
     assert [b.description for b in checkboxes(panel.widget)] == [
-        "h0 (all)", "cpu0", "cpu1", "h1 (all)", "cpu0", "cpu1"]
+        "h0 (all)", "worker a0 slot 0", "worker a0 slot 1", "h1 (all)", "worker b0 slot 0",
+        "worker b0 slot 1"]
     boxes = {b.description: b for b in checkboxes(panel.widget) if "(all)" in b.description}
     devices = [b for b in checkboxes(panel.widget) if "(all)" not in b.description]
     assert len(devices) == 4 and all(b.value for b in devices)

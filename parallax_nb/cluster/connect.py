@@ -41,7 +41,7 @@ class ParallaxCluster:
 
     def inventory(self, refresh: bool = True) -> pd.DataFrame:
         """Hosts, Dask workers and their devices, one row per device."""
-        rows = [{"host": d.host, "worker": d.worker, "kind": d.kind, "device": d.id,
+        rows = [{"host": d.host, "worker": d.worker, "kind": d.kind, "device": d.label,
                  "name": d.name, "memory_total": d.memory_total, "memory_used": d.memory_used,
                  "utilization": d.utilization, "key": d.key}
                 for d in self.devices(refresh=refresh)]

@@ -27,11 +27,20 @@ class Device:
     memory_total: Optional[int] = None
     memory_used: Optional[int] = None
     utilization: Optional[float] = None
+    worker_name: str = ""     # the Dask worker's name ("0", "1", ... on a LocalCluster)
+    number: Optional[int] = None  # a GPU's NVML index on its machine
 
     @property
     def key(self) -> str:
         """Unique across the cluster."""
         return f"{self.worker}/{self.id}"
+
+    @property
+    def label(self) -> str:
+        """What a person reads in the panel: unique on its host, and says which it is."""
+        if self.kind == "GPU":
+            return f"GPU {self.number} ({self.name})" if self.number is not None else self.id
+        return f"worker {self.worker_name or self.worker} slot {self.index}"
 
 
 def probe_worker(dask_worker=None) -> dict:
@@ -42,6 +51,7 @@ def probe_worker(dask_worker=None) -> dict:
         "hostname": socket.gethostname(),
         "label": os.environ.get(HOST_ENV),
         "address": dask_worker.address if dask_worker is not None else None,
+        "name": str(dask_worker.name) if dask_worker is not None else "",
         "nthreads": dask_worker.state.nthreads if dask_worker is not None else os.cpu_count(),
         "memory_limit": getattr(getattr(dask_worker, "memory_manager", None), "memory_limit",
                                 None) or psutil.virtual_memory().total,
@@ -132,12 +142,14 @@ def devices_from_probes(probes: Dict[str, dict], host_labels: Dict[str, str] | N
         mine = [g for g in visible_by_worker[addr] if owner[(hosts[addr], g["uuid"])][1] == addr]
         if mine:
             devices += [Device(hosts[addr], addr, "GPU", i, g["uuid"], g["name"],
-                               g["memory_total"], g["memory_used"], g["utilization"])
+                               g["memory_total"], g["memory_used"], g["utilization"],
+                               probes[addr].get("name", ""), g["index"])
                         for i, g in enumerate(mine)]
         elif not visible_by_worker[addr]:
             probe = probes[addr]
             slots = max(1, int(probe["nthreads"]))
             per_slot = int(probe["memory_limit"]) // slots if probe["memory_limit"] else None
-            devices += [Device(hosts[addr], addr, "CPU", i, f"cpu{i}", "CPU slot", per_slot)
+            devices += [Device(hosts[addr], addr, "CPU", i, f"cpu{i}", "CPU slot", per_slot,
+                               worker_name=probe.get("name", ""))
                         for i in range(slots)]
     return devices

@@ -31,7 +31,7 @@ class ClusterView:
 
     def rows(self) -> List[dict]:
         """One row per device: where it is, what it is, its memory and load, whether ticked."""
-        return [{"host": d.host, "device": d.id, "kind": d.kind, "name": d.name,
+        return [{"host": d.host, "device": d.label, "kind": d.kind, "name": d.name,
                  "memory": _memory(d), "utilization": _utilization(d), "worker": d.worker,
                  "key": d.key, "selected": d.key in self._selected}
                 for d in self.devices]

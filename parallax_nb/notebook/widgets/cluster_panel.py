@@ -26,7 +26,7 @@ class ClusterPanel(Panel):
             self._host_boxes[host] = host_box
             rows = [host_box]
             for device in devices:
-                box = w.Checkbox(description=device.id, indent=False,
+                box = w.Checkbox(description=device.label, indent=False,
                                  layout=w.Layout(width="120px"))
                 box.add_class("parallax-device")
                 box.observe(lambda change, key=device.key: self._tick(key, change["new"]),

@@ -2,6 +2,8 @@
 
 Each trains data parallel to the weights of one process over the same examples, in every
 mode it is run in."""
+import os
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,81 @@ def test_several_dtypes_index_types_and_an_unused_variable_in_every_mode(cluster
                      "weights:0": "dense", "scale:0": "dense", "unused:0": "unused"}
     # float16 and bfloat16 sums differ from one process's in their last bits
     assert_trains_like_one_process(cluster, program, mode, tolerance=1e-2)
+
+
+# -- a program kept in the user's own modules --------------------------------------------------
+USER_MODULE = '''
+import numpy as np
+import tensorflow as tf
+
+from helpers import ROWS, scaled
+
+
+def model_fn():
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(3,), dtype="int64"),
+        tf.keras.layers.Embedding(ROWS, 4, name="words",
+                                  embeddings_initializer=tf.keras.initializers.RandomUniform(seed=1)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1, name="out",
+                              kernel_initializer=tf.keras.initializers.GlorotUniform(seed=2))])
+
+
+def loss_fn(model, batch):
+    ids, target = batch
+    return scaled(tf.reduce_mean(tf.square(model(ids)[:, 0] - target)))
+
+
+def dataset_fn(shard, num_shards, batch_size=4):
+    rng = np.random.default_rng(0)
+    ids, target = rng.integers(0, ROWS, (64, 3)), rng.normal(size=64).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], target[shard::num_shards])).batch(batch_size, drop_remainder=True)
+
+
+def optimizer_fn():
+    return tf.keras.optimizers.SGD(0.1)
+'''
+
+
+def test_a_program_in_the_users_own_modules_runs_on_a_worker_started_elsewhere(tmp_path,
+                                                                                 monkeypatch):
+    """``from mymodel import ...`` (a file beside the script, importing a package beside it):
+    the worker runs in another directory and cannot import either; the program still runs."""
+    import subprocess
+    import sys
+
+    from distributed import LocalCluster
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "helpers").mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "helpers" / "__init__.py").write_text(
+        "ROWS = 30\n\n\ndef scaled(loss):\n    return 2.0 * loss\n")
+    (project / "mymodel.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(project))
+    import mymodel
+    program = px.Program(mymodel.model_fn, mymodel.loss_fn, mymodel.dataset_fn,
+                         mymodel.optimizer_fn, name="user_module")
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as scheduler:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", scheduler.scheduler_address,
+             "--nthreads", "1", "--no-dashboard"], cwd=elsewhere, env=environment,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with px.connect(scheduler.scheduler_address) as cluster:
+                cluster.client.wait_for_workers(1, timeout=60)
+                run = px.train(program, cluster=cluster, select=1,
+                               config=px.Config(mode="HYBRID", steps=3, batch_size=4))
+                trained = run.result(timeout=300)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            sys.modules.pop("mymodel")
+            sys.modules.pop("helpers")
+    reference, _ = train_single_device(program, steps=3, batch_size=4)
+    assert sorted(trained) == sorted(reference) == ["out/bias:0", "out/kernel:0",
+                                                    "words/embeddings:0"]
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-6, name

@@ -34,6 +34,8 @@ TEST = [
     "playwright>=1.45",
     "jupyterhub>=5.0",
     "jupyter-server-proxy>=4.1",   # the Dask dashboard behind the hub (docs/jupyterhub.md)
+    "dask-gateway>=2026.3.0",      # tests/test_gateway.py: a real gateway on loopback, its
+    "dask-gateway-server[local]>=2026.3.0",   # proxy and local backend (no Kubernetes)
 ]
 
 setup(

@@ -505,6 +505,8 @@ def _horovod_ops(env, probe, client, *_):
         return SKIP, "no Horovod", ""
     rebuild = HOROVOD_BUILD.format(version=client["horovod"] or package["version"])
     tf = env["packages"]["tensorflow"]
+    if not tf:
+        return SKIP, "no TensorFlow for Horovod's ops (see the tensorflow row)", ""
     imported = (env.get("imported") or {}).get("horovod")
     if imported is not None:
         if imported.get("tensorflow_ops"):
@@ -515,8 +517,6 @@ def _horovod_ops(env, probe, client, *_):
         return FAIL, "built without TensorFlow ops (no horovod/tensorflow/mpi_lib library)", \
             f"rebuild Horovod with its TensorFlow ops: {rebuild}"
     built = package.get("built_against", {}).get("tensorflow")
-    if not tf:
-        return SKIP, f"{package['tf_ops_library']}; no TensorFlow to load it into", ""
     if built and built.split(".")[:2] != (tf["version"] or "").split(".")[:2]:
         return FAIL, f"built against TensorFlow {built}, {tf['version']} installed", \
             f"rebuild Horovod against the installed TensorFlow: {rebuild}"

@@ -16,10 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def tensorflow():
-    """The tensorflow module, imported lazily: the notebook layer must not pay for it up front."""
-    import tensorflow as tf
+    """The tensorflow module, imported lazily (the notebook layer must not pay for it up
+    front) and without its native start-up noise (`native_noise`)."""
+    from .native_noise import import_quietly
 
-    return tf
+    return import_quietly()
 
 
 @contextlib.contextmanager

@@ -140,9 +140,12 @@ class Run:
                     self._fail(future.exception())
                 elif future.status == "cancelled":
                     self._fail(ParallaxError(f"task {future.key} was cancelled"))
-                elif is_rank:
+                else:
                     outcome = future.result()
-                    self._outcomes[outcome["rank"]] = outcome
+                    if outcome.get("error") is not None:   # the process failed
+                        self._fail(outcome["error"])
+                    elif is_rank:
+                        self._outcomes[outcome["rank"]] = outcome
                 if is_rank:
                     ranks_left -= 1
                     if ranks_left == 0:

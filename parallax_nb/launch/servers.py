@@ -53,9 +53,11 @@ def start_servers(client, run, selection, count: int, timeout: float):
                for spec in specs]
     deadline = time.time() + timeout
     while len(run.servers_started) < len(specs):
-        failed = [f for f in futures if f.status in ("error", "cancelled")]
-        if failed:
-            raise failed[0].exception()
+        for future in futures:
+            if future.status in ("error", "cancelled"):
+                raise future.exception()
+            if future.status == "finished":     # a server ends only by failing, here
+                raise future.result()["error"]
         if time.time() > deadline:
             missing = sorted({s.task for s in specs} - set(run.servers_started))
             raise ParallaxError(f"parameter server(s) {missing} did not start within "

@@ -4,7 +4,10 @@ after it.
 Each rank and each server is a separate OS process (TensorFlow and Horovod keep global
 state, and a crash must not take the worker down). The supervisor forwards the process's
 events, stops it when the run's stop event is set, and turns an unexpected exit into an
-error that names the rank (or server) and host.
+error that names the rank (or server) and host, says how the process ended, and quotes the
+lines of its log that matter. The error is the task's *result* (``outcome["error"]``), not
+an exception of the task: Dask would log a raised one on the worker, traceback and all,
+before the client reports it cleanly.
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 from urllib.parse import urlparse
 
 from ..errors import RankError, ServerError
 from ..events import EventForwarder
+from ..native_noise import lines_that_matter
 from ..runtime.spec import RankSpec, ServerSpec
 from . import warm
 from .rendezvous import interface_of
@@ -74,6 +79,7 @@ def _supervise(module, spec, label, prepare, environment, failure,
     ip = urlparse(worker.address).hostname
     environment = dict(environment, HOROVOD_GLOO_IFACE=interface_of(ip), PARALLAX_ADDRESS=ip)
     log_path = os.path.join(workdir, "output.log")
+    kills_before = oom_kills()
     if spare:
         process, read_fd = spare.start(module, spec_path, environment), spare.read_fd
     else:
@@ -104,9 +110,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
             return {"status": "stopped", "pid": process.pid}
         if process.returncode != 0 or must_run_until_stopped:
             error = forwarder.error or {}
-            message = error.get("message") or (f"the process exited with code "
-                                               f"{process.returncode}")
-            raise failure(message, error.get("traceback") or tail(log_path))
+            message = error.get("message") or how_it_ended(process.returncode, kills_before)
+            return {"status": "failed", "pid": process.pid,
+                    "error": failure(message, error.get("traceback") or tail(log_path))}
         result = None
         if getattr(spec, "result_file", None) and os.path.exists(spec.result_file):
             with open(spec.result_file, "rb") as f:
@@ -141,11 +147,42 @@ def free_port(dask_worker=None) -> str:
 
 
 def tail(path: str) -> str:
-    """The end of a process's log, for error messages (the log itself is removed)."""
+    """The end of a process's log, for error messages (the log itself is removed): its last
+    lines that are neither TensorFlow's start-up noise nor warnings."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return "(end of the process's output)\n" + f.read().decode(errors="replace")
+            text = lines_that_matter(f.read().decode(errors="replace"))
     except OSError:
         return ""
+    return f"(end of the process's output)\n{text}" if text else ""
+
+
+def how_it_ended(returncode: int, oom_kills_before: Optional[int]) -> str:
+    """An exit code, or the signal that ended the process, and whether the kernel's
+    out-of-memory killer sent it (its count in this cgroup went up meanwhile)."""
+    if returncode >= 0:
+        return f"the process exited with code {returncode}"
+    name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() \
+        else f"signal {-returncode}"
+    text = f"the process was killed by {name}"
+    after = oom_kills()
+    if -returncode == signal.SIGKILL and None not in (oom_kills_before, after) and \
+            after > oom_kills_before:
+        text += (" from the kernel's out-of-memory killer: the machine (or its container) "
+                 "ran out of memory; use fewer ranks per machine, a smaller batch, or put the "
+                 "tables on parameter servers (HYBRID or PS)")
+    return text
+
+
+def oom_kills() -> Optional[int]:
+    """How many processes the out-of-memory killer ended in this process's cgroup (v2)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = f.read().strip().split("::", 1)[1]
+        with open(f"/sys/fs/cgroup{path}/memory.events") as f:
+            events = dict(line.split() for line in f if line.strip())
+        return int(events.get("oom_kill", 0))
+    except (OSError, IndexError, ValueError):
+        return None

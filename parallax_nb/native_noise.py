@@ -1,0 +1,70 @@
+"""TensorFlow's native start-up noise, kept out of terminals, notebooks and error messages.
+
+TensorFlow 2.18's wheel carries CUDA support. Importing it prints "Unable to register
+cuFFT/cuDNN/cuBLAS factory" errors and an absl preamble on every machine (a duplicate
+registration inside TensorFlow, harmless), and on a machine without an NVIDIA driver its
+first device query prints "failed call to cuInit". All of it is written by C++ straight to
+file descriptor 2, where ``TF_CPP_MIN_LOG_LEVEL`` does not reach (absl logs before it is
+configured).
+
+So `import_quietly` imports TensorFlow, and where there is no driver lists its devices, with
+fd 2 sent to a file; then it writes the lines that are not this noise to the real fd 2 and
+restores it. Everything printed later, real errors included, passes untouched. `is_noise`
+and `lines_that_matter` serve the rank and server logs that error messages quote.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+NO_DRIVER = not os.path.exists("/proc/driver/nvidia/version")   # a machine without GPUs
+
+_NOISE = [r"Unable to register cu(FFT|DNN|BLAS) factory",
+          r"All log messages before absl::InitializeLog\(\) is called",
+          r"Could not find cuda drivers on your machine"]
+if NO_DRIVER:   # with a driver, a failing cuInit is a real error
+    _NOISE.append(r"failed call to cuInit")
+NOISE = re.compile("|".join(_NOISE))
+
+# Lines a failed process's log holds that say nothing about the failure.
+_WARNINGS = re.compile(r"^(WARNING|W\d{4} |I\d{4} |\d{4}-\d\d-\d\d [\d:.]+: [IW] )|AutoGraph|"
+                       r"^(Please report this to the TensorFlow team|Cause: |"
+                       r"To silence this warning)")
+
+
+def is_noise(line: str) -> bool:
+    return bool(NOISE.search(line))
+
+
+def lines_that_matter(text: str, keep: int = 40) -> str:
+    """The last ``keep`` lines of a log that are neither start-up noise nor warnings."""
+    lines = [line for line in text.splitlines()
+             if line.strip() and not is_noise(line) and not _WARNINGS.search(line)]
+    return "\n".join(lines[-keep:])
+
+
+def import_quietly():
+    """Import TensorFlow (once per process) with its start-up noise filtered out of fd 2."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            if NO_DRIVER:   # the cuInit attempt: nothing to choose among, so done now
+                tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
+                    if not is_noise(line)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+    return tf

@@ -164,7 +164,7 @@ def check(cluster, select: Selector = None, *, quick: bool = False,
           ) -> CheckResult:
     """Check that every worker (or ``workers``) of ``cluster`` can run ranks of a job.
 
-    cluster: a ParallaxCluster (or anything `px.connect` accepts).
+    cluster: a ParallaxCluster, or anything `px.connect` accepts (connected for the check only).
     select: the devices the ranks would use (as `px.train`'s ``select``; default all), for
         the rank assignment rows.
     quick: read versions from the installed files only (what `px.train` runs); the full
@@ -175,6 +175,10 @@ def check(cluster, select: Selector = None, *, quick: bool = False,
 
     if not isinstance(cluster, ParallaxCluster):
         cluster = connect(cluster)
+        try:
+            return check(cluster, select, quick=quick, workers=workers, timeout=timeout)
+        finally:
+            cluster.close()
     started = time.monotonic()
     client = cluster.client
     known = sorted(client.scheduler_info(n_workers=-1)["workers"])
@@ -186,6 +190,7 @@ def check(cluster, select: Selector = None, *, quick: bool = False,
                        for name in ("tensorflow", "horovod", "parallax_nb")},
                     "parallax_nb_digest": (mine["packages"]["parallax_nb"] or {}).get("digest"),
                     "legacy_keras_env": mine["legacy_keras_env"],
+                    "machine": mine["network"]["machine"],
                     "packages": mine["packages"]}
     rows: List[CheckRow] = []
     if not addresses:
@@ -552,7 +557,9 @@ def _parallax(env, probe, client, *_):
     value = f"{package['version']} ({package['location']})"
     if package["version"] != client["parallax_nb"]:
         return FAIL, f"{value}, client {client['parallax_nb']}", install
-    if package.get("digest") and client["parallax_nb_digest"] and \
+    same_files = (package["location"] == where.get("location")
+                  and env["network"]["machine"] == client["machine"])   # digests may race edits
+    if not same_files and package.get("digest") and client["parallax_nb_digest"] and \
             package["digest"] != client["parallax_nb_digest"]:
         return FAIL, (f"{value}: other code than the client's (source digest "
                       f"{package['digest']}, client {client['parallax_nb_digest']})"), install
@@ -595,7 +602,13 @@ def _address(env, probe, client, machines, *_):
         return FAIL, f"{hostname} does not resolve ({net['resolve_error']})", (
             f"make the hostname resolve to this machine's address (e.g. "
             f"'{real or '<address>'} {hostname}' in /etc/hosts): Horovod's Gloo binds to it")
+    local = set((probe or {}).get("interface_addresses", []))
     if machines == 1:
+        if local and not any(a in local or _loopback(a) for a in resolved):
+            return WARN, value + " (not an address of this machine)", (
+                f"map {hostname} to one of this machine's addresses ({', '.join(sorted(local))})"
+                f" in /etc/hosts or DNS: Horovod's Gloo binds to the address the hostname "
+                f"resolves to")
         return OK, value + " (one machine: loopback is enough)", ""
     if all(_loopback(a) for a in resolved):
         return FAIL, value, (

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import ParallaxError
 from .devices import devices_from_probes, probe_worker
+from .main_guard import require_main_guard
 from .selection import Selection, Selector, resolve, select
 
 
@@ -124,6 +125,7 @@ def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int 
     from distributed import Client, LocalCluster
 
     if address is None:
+        require_main_guard("px.connect() (an embedded LocalCluster)")
         workers = local or 2
         cluster = LocalCluster(n_workers=workers, threads_per_worker=slots_per_worker,
                                processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",

@@ -310,14 +310,18 @@ def main(argv=None) -> int:
         if local is not None:
             local.close()
 
+    if machine:
+        what = (", ".join(sorted({g["name"] for g in machine["gpus"]}))
+                + f" x{len(machine['gpus'])}")
+    else:
+        what = "CPU slots only"
     header = (f"## GPU check, {started:%Y-%m-%d}\n\n`python scripts/gpu_check.py"
-              f"{' --cpu' if args.cpu else ''}` on {socket.gethostname()}, "
-              + (", ".join(sorted({g['name'] for g in machine['gpus']})) + f" x{len(machine['gpus'])}"
-                 if machine else "CPU slots only") + ".")
+              f"{' --cpu' if args.cpu else ''}` on {socket.gethostname()}, {what}.")
     with open(args.out, "w") as f:
         f.write(report.markdown(header))
-    print(f"\n{'all assertions held' if not report.failures else 'FAILED: ' + '; '.join(report.failures)}"
-          f"; report written to {args.out}")
+    verdict = ("all assertions held" if not report.failures
+               else "FAILED: " + "; ".join(report.failures))
+    print(f"\n{verdict}; report written to {args.out}")
     return 0 if not report.failures else 1
 
 

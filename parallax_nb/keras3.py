@@ -5,7 +5,8 @@ may use Keras 3 through ``import keras`` instead. Four things differ, and are ha
 no other module has to know which Keras built a model:
 
 - A Keras 3 variable wraps a ``tf.Variable`` (and reports ``dtype`` as a string, ``name``
-  without its layer): `tf_variable` and `variable_name` give the TensorFlow ones.
+  without its layer): `tf_variable` gives the TensorFlow one, `variable_name` a name with
+  its layers (its ``path``).
 - Keras 3 numbers layer names per process, as tf_keras does: `fresh_names` resets both.
 - Keras 3's ``Embedding`` calls ``ops.take``, which converts the whole table to a tensor
   before gathering: on a parameter server that reads every row each step.
@@ -51,9 +52,29 @@ def tf_variable(variable):
 
 
 def variable_name(variable) -> str:
-    """The TensorFlow name, ``layer/weight:0``, for both Kerases (Keras 3's ``name`` is the
-    weight's alone, e.g. ``embeddings``, the same in every layer)."""
-    return tf_variable(variable).name
+    """The name the SDK reports for a variable: ``layer/weight:0`` for both Kerases.
+
+    TensorFlow's own name for tf_keras and tf.Module variables; Keras 3's ``path`` for Keras 3
+    ones (their ``name`` is the weight's alone, ``embeddings``, and their TensorFlow name
+    leaves out the layers nested inside a custom layer, so two tables can share it).
+    """
+    if is_keras3_variable(variable):
+        return f"{variable.path}:0"
+    return variable.name
+
+
+def variable_names(variables) -> list:
+    """`variable_name` of each, made unique in order: a repeated name gets ``#2``, ``#3``..."""
+    names, seen = [], set()
+    for variable in variables:
+        base = variable_name(variable)
+        name, n = base, 1
+        while name in seen:
+            n += 1
+            name = f"{base}#{n}"
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def check_one_keras(model, optimizer) -> None:

@@ -7,13 +7,17 @@ first device query prints "failed call to cuInit". All of it is written by C++ s
 file descriptor 2, where ``TF_CPP_MIN_LOG_LEVEL`` does not reach (absl logs before it is
 configured).
 
-So `import_quietly` imports TensorFlow, and where there is no driver lists its devices, with
-fd 2 sent to a file; then it writes the lines that are not this noise to the real fd 2 and
-restores it. Everything printed later, real errors included, passes untouched. `is_noise`
+So after ``import parallax_nb`` (`quiet_tensorflow_import`), the first ``import tensorflow``
+of the process, made by anyone, runs, and where there is no driver lists its devices, with
+fd 2 sent to a file; then the lines that are not this noise are written to the real fd 2,
+which is restored. Everything printed later, real errors included, passes untouched. `is_noise`
 and `lines_that_matter` serve the rank and server logs that error messages quote.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -45,19 +49,53 @@ def lines_that_matter(text: str, keep: int = 40) -> str:
     return "\n".join(lines[-keep:])
 
 
-def import_quietly():
-    """Import TensorFlow (once per process) with its start-up noise filtered out of fd 2."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+def quiet_tensorflow_import() -> None:
+    """Make this process's first ``import tensorflow``, whoever makes it, go through the
+    filter (called by ``import parallax_nb``; nothing to do once TensorFlow is imported)."""
+    if "tensorflow" not in sys.modules and \
+            not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietFinder())
+
+
+class _QuietFinder(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` as usual, once, and wraps its loader in the filter."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):          # resources, is_package, ...: the real loader's
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _noise_filtered():
+            self._loader.exec_module(module)
+            if NO_DRIVER:   # the cuInit attempt: there is nothing to choose among, so now
+                module.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _noise_filtered():
+    """fd 2 goes to a file inside; afterwards what is not noise is written to the real fd 2."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            if NO_DRIVER:   # the cuInit attempt: nothing to choose among, so done now
-                tf.config.list_physical_devices()
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -67,4 +105,3 @@ def import_quietly():
                     if not is_noise(line)]
             if kept:
                 os.write(2, "".join(kept).encode())
-    return tf

@@ -1,9 +1,10 @@
 """Importing TensorFlow the way this SDK needs it, and the few private TF/Keras hooks it uses.
 
-`tf.keras` must be Keras 2 (tf_keras): its Embedding gathers through ``sparse_read`` on the
-variable's device, while Keras 3 reads the whole table first. TensorFlow picks the Keras
-version when ``tf.keras`` is first touched, so the environment variable is set before any
-import. Private APIs are kept in this one module and pinned by tests (TensorFlow 2.18.1).
+`tf.keras` stays Keras 2 (tf_keras), as programs written for TensorFlow 2 expect; Keras 3
+(``import keras``) works beside it (`keras3`). TensorFlow picks the Keras behind ``tf.keras``
+when it is first touched, so the environment variable is set before any import, and the
+first import of TensorFlow is made quiet (`native_noise`). Private APIs are kept in this one
+module and pinned by tests (TensorFlow 2.18.1).
 """
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import contextlib
 import functools
 import os
 
+from .native_noise import quiet_tensorflow_import
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_import()
 
 
 def tensorflow():
-    """The tensorflow module, imported lazily (the notebook layer must not pay for it up
-    front) and without its native start-up noise (`native_noise`)."""
-    from .native_noise import import_quietly
+    """The tensorflow module, imported lazily: the notebook layer must not pay for it up
+    front (and its start-up noise is filtered, `native_noise`, whoever imports it first)."""
+    import tensorflow as tf
 
-    return import_quietly()
+    return tf
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import ProgramError
-from ..keras3 import check_one_keras, tf_variable
+from ..keras3 import check_one_keras, tf_variable, variable_names
 from ..program import Program
 from ..tf_env import fresh_keras_names, tensorflow, trainable_variables
 
@@ -23,7 +23,7 @@ class VariableTrace:
     """What k steps showed about one trainable variable."""
 
     index: int                 # creation order: how ranks find the same variable again
-    name: str
+    name: str                  # as reported (`keras3.variable_names`: unique)
     shape: Tuple[int, ...]
     dtype: str
     bytes: int
@@ -32,6 +32,7 @@ class VariableTrace:
     slices_per_step: float     # gradient rows per step before de-duplication (sparse only)
     union_alphas: Tuple[float, ...] = ()  # rows touched by g consecutive batches, g = 1, 2, ...
     index_bytes: int = 8       # bytes of one gradient index (int64 unless the ids are int32)
+    tf_name: str = ""          # TensorFlow's name: what a rank's variable creator sees
 
     @property
     def rows(self) -> int:
@@ -88,8 +89,8 @@ def trace_gradients(program: Program, steps: int = 5, batch_size: Optional[int] 
                                    "loss_fn: there is nothing to train")
         per_step.append(tape.gradient(loss, variables))
 
-    traces = tuple(_summarise(i, v, [grads[i] for grads in per_step])
-                   for i, v in enumerate(variables))
+    traces = tuple(_summarise(i, v, name, [grads[i] for grads in per_step])
+                   for i, (v, name) in enumerate(zip(variables, variable_names(variables))))
     warnings = tuple(f"{t.name} got no gradient from loss_fn in {len(batches)} step(s): "
                      f"it is not trained (is it used by the loss?)"
                      for t in traces if t.kind == "unused")
@@ -126,7 +127,7 @@ def examples_in(batch) -> Optional[int]:
     return None
 
 
-def _summarise(index, variable, grads) -> VariableTrace:
+def _summarise(index, variable, name, grads) -> VariableTrace:
     tf = tensorflow()
     variable = tf_variable(variable)
     shape = tuple(int(d) for d in variable.shape)
@@ -150,8 +151,8 @@ def _summarise(index, variable, grads) -> VariableTrace:
         unions = tuple(_union_alpha(touched, g, rows) for g in range(1, len(touched) + 1))
     elif kind == "unused":
         alpha = 0.0
-    return VariableTrace(index, variable.name, shape, dtype.name, size, kind, alpha, slices,
-                         unions, index_bytes)
+    return VariableTrace(index, name, shape, dtype.name, size, kind, alpha, slices,
+                         unions, index_bytes, variable.name)
 
 
 def _union_alpha(touched, group, rows) -> float:

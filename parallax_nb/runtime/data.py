@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Optional
 
 from ..errors import ProgramError
-from ..keras3 import variable_name
+from ..keras3 import variable_names
 from ..program import Program
 
 
@@ -26,13 +26,6 @@ def endless_batches(program: Program, shard: int, num_shards: int,
 
 
 def named_weights(variables) -> dict:
-    """``{variable name: numpy value}``; a repeated name gets ``#2``, ``#3``, ..."""
-    weights = {}
-    for variable in variables:
-        base = variable_name(variable)
-        name, n = base, 1
-        while name in weights:
-            n += 1
-            name = f"{base}#{n}"
-        weights[name] = variable.numpy()
-    return weights
+    """``{variable name: numpy value}`` (`keras3.variable_names`: unique, both Kerases)."""
+    return {name: variable.numpy()
+            for name, variable in zip(variable_names(variables), variables)}

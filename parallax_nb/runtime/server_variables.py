@@ -81,8 +81,8 @@ class ServerVariables:
         self.is_chief = is_chief
         self._plan = collections.defaultdict(list)
         for vp in placements:
-            if vp.placement == "ps":
-                self._plan[vp.variable.name].append(vp)
+            if vp.placement == "ps":   # found again by TensorFlow's name, in creation order
+                self._plan[vp.variable.tf_name or vp.variable.name].append(vp)
         self._seen = collections.Counter()
         self.variables: List[ServerVariable] = []
 
@@ -135,7 +135,8 @@ class ServerVariables:
             from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
             handle = ShardedVariable(partitions, name=stem)
-        self.variables.append(ServerVariable(name, placement, partitions, handle))
+        self.variables.append(ServerVariable(placement.variable.name, placement, partitions,
+                                             handle))
         return handle
 
     @staticmethod

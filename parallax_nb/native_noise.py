@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
+import importlib.machinery
 import os
 import re
 import sys
@@ -58,13 +58,13 @@ def quiet_tensorflow_import() -> None:
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Finds ``tensorflow`` as usual, once, and wraps its loader in the filter."""
+    """Finds ``tensorflow`` where the path finder does, its loader wrapped in the filter.
+    (Asked without importing, e.g. by ``importlib.util.find_spec``, it stays in place.)"""
 
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec
@@ -81,6 +81,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietFinder)]
         with _noise_filtered():
             self._loader.exec_module(module)
             if NO_DRIVER:   # the cuInit attempt: there is nothing to choose among, so now

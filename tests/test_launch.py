@@ -88,11 +88,12 @@ def test_stop_mid_run_ends_every_rank_within_ten_seconds(cluster):
     run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
                    config=px.Config(mode="AR", steps=1_000_000, batch_size=4))
     assert wait_for(lambda: len(run.metrics) > 10, timeout=120)
+    assert run.status == "running" and not run.done     # a property, like status
     pids = list(run.pids.values())
     started = time.time()
     run.stop(timeout=10)
     assert time.time() - started < 10
-    assert run.status == "stopped"
+    assert run.status == "stopped" and run.done
     assert wait_until_gone(pids, timeout=1) == []
     with pytest.raises(px.RunStopped):
         run.result()

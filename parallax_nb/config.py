@@ -11,6 +11,7 @@ from .errors import ConfigError
 
 MODES = ("HYBRID", "PS", "AR")
 AUTO = "auto"
+PLACEMENTS = ("ps", "allreduce")
 
 Partitions = Union[None, str, int, Dict[str, int]]
 
@@ -50,8 +51,13 @@ class Config:
         warm-up steps (tracing, first contact with the servers), then times the window's
         steps; its cost is their median step time.
     servers: parameter-server tasks; None means one per selected host.
-    average_sparse: average sparse gradients over ranks instead of summing them
-        (the paper sums by default; dense gradients are always averaged).
+    average_sparse: True (the default): every gradient is averaged over ranks, sparse and
+        dense, in every mode: a run of N ranks with batch b trains like one device with
+        batch N*b over the same examples. False: sparse gradients are summed over ranks
+        (the paper's default), in every mode too.
+    placement: ``{variable name: "ps" | "allreduce"}`` overrides where a variable lives
+        in HYBRID (by default, where the cost model says it costs least; the analysis
+        report says why for each variable).
     local_aggregation: combine the sparse gradients of all ranks on one host before they
         go to the servers, so each host sends one gradient per step.
     profile: record where each step's time goes (input, pull, compute, local aggregation,
@@ -73,7 +79,7 @@ class Config:
     search_warmup_steps: int = 3
     search_window_steps: int = 10
     servers: Optional[int] = None
-    average_sparse: bool = False
+    average_sparse: bool = True
     local_aggregation: bool = True
     checkpoint_dir: Optional[str] = None
     checkpoint_every_steps: Optional[int] = None
@@ -83,6 +89,7 @@ class Config:
     profile: bool = False
     warm_start: bool = True
     horovod: Optional[Dict[str, str]] = None
+    placement: Optional[Dict[str, str]] = None
 
     def __post_init__(self):
         mode = str(self.mode).upper()
@@ -101,6 +108,12 @@ class Config:
         _positive_int("search_warmup_steps", self.search_warmup_steps)
         _positive_int("search_window_steps", self.search_window_steps)
         object.__setattr__(self, "partitions", _checked_partitions(self.partitions))
+        if self.placement is not None:
+            bad = {k: v for k, v in dict(self.placement).items() if v not in PLACEMENTS}
+            if bad:
+                raise ConfigError(f"placement={self.placement!r}: {bad} must be one of "
+                                  f"{', '.join(map(repr, PLACEMENTS))}")
+            object.__setattr__(self, "placement", dict(self.placement))
         if self.horovod is not None:
             bad = [k for k in self.horovod if not str(k).startswith("HOROVOD_")]
             if bad:
@@ -128,7 +141,7 @@ class Config:
         return max(1, min(int(wanted), rows))
 
 
-def _lookup_by_name(per_variable: Dict[str, int], name: str) -> Optional[int]:
+def _lookup_by_name(per_variable: Dict[str, object], name: str) -> Optional[object]:
     """Match ``embedding/embeddings:0`` by its full name or without the ``:0`` suffix."""
     for key in (name, name.split(":")[0]):
         if key in per_variable:

@@ -11,12 +11,13 @@ from .config import Config
 from .errors import ConfigError, ParallaxError, ProgramError, RankError, RunStopped
 from .launch import Run, train
 from .program import Program
+from .reference import reference
 
 __version__ = "0.1.0"
 
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",
-           "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped"]
+           "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped", "reference"]
 
 
 def load_ipython_extension(ipython):

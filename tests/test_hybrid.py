@@ -80,6 +80,25 @@ def test_training_equals_one_process_over_the_same_examples(cluster, mode, optim
     assert (per_host["ps_recv"] > 0).all()
 
 
+@pytest.mark.parametrize("average", [True, False], ids=["averaged", "summed"])
+def test_every_mode_trains_to_the_same_weights_as_the_documented_reference(cluster, average):
+    """The mode changes speed, never maths: HYBRID, PS and AR, same program and config."""
+    as_hosts(cluster, 1)
+    program = programs.keras_embedding_program(optimizer_fn=programs.adagrad)
+    config = px.Config(steps=3, batch_size=4, partitions=2, average_sparse=average)
+    reference, _ = px.reference(program, config, ranks=2)
+    trained = {mode: px.train(program, cluster=cluster, select=2,
+                              config=config.replace(mode=mode)).result(timeout=300)
+               for mode in ("HYBRID", "PS", "AR")}
+    for mode, weights in trained.items():
+        assert sorted(weights) == sorted(reference), mode
+        for name in reference:
+            assert relative_error(weights[name], reference[name]) < 1e-5, (mode, name)
+    # summing is not averaging: the two settings train different sparse weights
+    other, _ = px.reference(program, config.replace(average_sparse=not average), ranks=2)
+    assert relative_error(other[SPARSE], reference[SPARSE]) > 1e-3
+
+
 def test_only_touched_rows_travel(cluster):
     as_hosts(cluster, 1)
     run = px.train(programs.big_table_program(), cluster=cluster, select=1,

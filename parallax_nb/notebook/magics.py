@@ -78,8 +78,9 @@ def build_parser():
     _add_plan_options(train)
     train.add_argument("--steps", type=int, default=100, help="training steps per rank")
     train.add_argument("--batch-size", type=int, help="examples per rank and step")
-    train.add_argument("--average-sparse", action="store_true",
-                       help="average sparse gradients over ranks instead of summing them")
+    train.add_argument("--sum-sparse", action="store_true",
+                       help="sum sparse gradients over ranks (the paper's default) instead of "
+                            "averaging them like every other gradient")
     train.add_argument("--no-local-aggregation", action="store_true",
                        help="every rank pushes its own sparse gradients to the servers")
     train.add_argument("--checkpoint-dir", metavar="DIR", help="save (and resume from) here")
@@ -196,7 +197,7 @@ class ParallaxMagics(Magics):
         from ..launch import train
 
         config = _plan_config(args).replace(
-            steps=args.steps, batch_size=args.batch_size, average_sparse=args.average_sparse,
+            steps=args.steps, batch_size=args.batch_size, average_sparse=not args.sum_sparse,
             local_aggregation=not args.no_local_aggregation, checkpoint_dir=args.checkpoint_dir,
             checkpoint_every_steps=args.checkpoint_every, log_every=args.log_every)
         session = self.session

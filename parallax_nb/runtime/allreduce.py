@@ -1,7 +1,9 @@
 """Gradient synchronisation through Horovod: grouped calls, not one per tensor.
 
 Dense gradients are averaged by one grouped (fused) AllReduce. Sparse ones, in AR mode, go
-through a second grouped call, which Horovod turns into allgathers of values and indices.
+through a second grouped call, which Horovod turns into allgathers of values and indices:
+averaged too, or summed under ``Config(average_sparse=False)``, as the servers do in the
+other modes (the same maths in every mode).
 Two calls because Horovod 0.28.1's grouped_allreduce mis-pairs its results when one list
 mixes dense tensors and IndexedSlices; and each of them once per dtype, because a grouped
 call takes one dtype (a float16 table beside float32 ones, int32 position ids beside int64
@@ -27,8 +29,9 @@ def _widened():
 
 
 class AllReduceSync:
-    def __init__(self, hvd):
+    def __init__(self, hvd, average_sparse: bool = True):
         self._hvd = hvd
+        self._sparse_op = hvd.Average if average_sparse else hvd.Sum
 
     def __call__(self, grads):
         import tensorflow as tf
@@ -42,8 +45,9 @@ class AllReduceSync:
         for label, group in (("dense", dense), ("sparse", sparse)):
             if group:
                 tensors = [_int64_indices(tf, grads[i]) for i in group]
+                op = self._hvd.Average if label == "dense" else self._sparse_op
                 reduced = grouped_by_dtype(
-                    lambda same: self._hvd.grouped_allreduce(same, op=self._hvd.Average),
+                    lambda same, op=op: self._hvd.grouped_allreduce(same, op=op),
                     stable_names(tensors, f"parallax_{label}"))
                 for i, g in zip(group, reduced):
                     synced[i] = g

@@ -17,11 +17,13 @@ from .data import endless_batches, named_weights
 
 
 def train_single_device(program: Program, steps: int, batch_size: Optional[int] = None,
-                        on_step=None, gradient_scale: Optional[dict] = None):
+                        on_step=None, gradient_scale: Optional[dict] = None,
+                        sparse_scale: float = 1.0):
     """Train ``steps`` steps on shard 0 of 1; return (weights dict, losses list).
 
-    gradient_scale: ``{variable name: factor}`` multiplies those gradients, e.g. by N to state
-    what summed sparse gradients of N ranks mean (``Config(average_sparse=False)``).
+    gradient_scale: ``{variable name: factor}`` multiplies those gradients.
+    sparse_scale: multiplies every sparse gradient, e.g. by N to state what summed sparse
+    gradients of N ranks mean (``Config(average_sparse=False)``; `parallax_nb.reference`).
     """
     scale = dict(gradient_scale or {})
     tf = tensorflow()
@@ -43,8 +45,9 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
     def step(batch):
         with tf.GradientTape() as tape:
             loss = program.loss_fn(model, batch)
-        grads = [g if g is None or variable_name(v) not in scale
-                 else _scaled(g, scale[variable_name(v)])
+        grads = [g if g is None else
+                 _scaled(g, scale.get(variable_name(v), 1.0) *
+                         (sparse_scale if isinstance(g, tf.IndexedSlices) else 1.0))
                  for g, v in zip(tape.gradient(loss, variables), variables)]
         row_updates.apply(optimizer, [(g, v) for g, v in zip(grads, variables)
                                       if g is not None])

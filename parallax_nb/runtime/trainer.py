@@ -36,7 +36,7 @@ class Trainer:
         self.spec, self.program, self.events, self.hvd = spec, program, events, hvd
         self.config = spec.config
         self.chief = spec.rank == 0
-        self.sync = AllReduceSync(hvd)
+        self.sync = AllReduceSync(hvd, self.config.average_sparse)
         self.servers = (ServerVariables(spec.run_id, spec.placements, self.chief)
                         if spec.servers else None)
         scope = self.servers.scope() if self.servers else contextlib.nullcontext()

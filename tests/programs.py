@@ -318,3 +318,70 @@ def dataset_fn(shard, num_shards, batch_size=4):
 def optimizer_fn():
     return tf.keras.optimizers.SGD(0.1)
 """
+
+
+# -- runs that survive (tests/test_failures.py, tests/test_recovery.py) ----------------------
+def nan_batches(shard, num_shards, batch_size=4, bad_step=3):
+    """The last shard's batch ``bad_step`` has a NaN target (a bad input row)."""
+    rng = np.random.default_rng(shard)
+    batches = []
+    for step in range(1, 9):
+        ids = rng.integers(0, 50, size=(batch_size, 3))
+        target = rng.normal(size=batch_size).astype(np.float32)
+        if shard == num_shards - 1 and step == bad_step:
+            target[0] = np.nan
+        batches.append((ids, target))
+    return batches
+
+
+def nan_program():
+    return px.Program(keras_embedding_model, regression_loss, nan_batches, sgd, name="nan")
+
+
+def not_an_optimizer():
+    return object()
+
+
+class SlowBatches:
+    """Re-iterable batches that take ``delay`` seconds each (a run long enough to kill a
+    process mid-way), the same for a shard whatever happened before."""
+
+    def __init__(self, shard, num_shards, batch_size=4, delay=0.05, examples=256):
+        rng = np.random.default_rng(0)
+        ids = rng.integers(0, 50, size=(examples, 3))
+        target = rng.normal(size=examples).astype(np.float32)
+        self.ids, self.target = ids[shard::num_shards], target[shard::num_shards]
+        self.batch_size, self.delay = batch_size, delay
+
+    def __iter__(self):
+        import time
+
+        for start in range(0, len(self.ids) - self.batch_size + 1, self.batch_size):
+            time.sleep(self.delay)
+            yield (self.ids[start:start + self.batch_size],
+                   self.target[start:start + self.batch_size])
+
+
+def slow_program(delay=0.05):
+    return px.Program(keras_embedding_model, regression_loss,
+                      functools.partial(SlowBatches, delay=delay), adagrad, name="slow")
+
+
+# -- an embedding with a regularizer: dense, and the analysis says why -------------------------
+def regularized_embedding_model(rows=50, dim=4, length=3):
+    return tf.keras.Sequential([
+        tf.keras.Input(shape=(length,), dtype="int64"),
+        tf.keras.layers.Embedding(rows, dim, name="emb",
+                                  embeddings_regularizer=tf.keras.regularizers.L2(1e-4)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1, name="out"),
+    ])
+
+
+def regularized_program():
+    return px.Program(regularized_embedding_model, regularization_loss, id_batches, sgd,
+                      name="regularized")
+
+
+def regularization_loss(model, batch):
+    return regression_loss(model, batch) + tf.add_n(model.losses)

@@ -223,3 +223,46 @@ def test_the_report_says_which_update_the_sparse_variables_get(optimizer_fn, say
                         config=px.Config(batch_size=4))
     assert f"sparse updates: {says}" in str(report)
     assert f"Sparse updates: {says}" in report._repr_html_()
+
+
+# -- placement per variable, by cost, with its reason ------------------------------------------
+def test_a_small_table_every_step_touches_whole_goes_to_allreduce_as_a_dense_gradient():
+    # 5 rows looked up 12 times a step: the servers would move every row and more
+    report = px.analyze(programs.keras_embedding_program(rows=5), steps=2,
+                        config=px.Config(batch_size=4)).replan(machines=1,
+                                                               workers_per_machine=2)
+    table = next(p for p in report.placements if p.variable.name == "emb/embeddings:0")
+    assert (table.placement, table.dense_sync) == ("allreduce", True)
+    assert table.reason.startswith("sparse (alpha 1); AllReduce moves fewer bytes: ")
+    assert "by AllReduce (as a dense gradient)" in table.reason
+    assert report.to_frame().set_index("name").loc["emb/embeddings:0", "why"] == table.reason
+    # a large table a step touches a little of stays on the servers, saying why
+    big = px.analyze(programs.keras_embedding_program(rows=5000), steps=2).replan(
+        machines=2, workers_per_machine=1)
+    table = next(p for p in big.placements if p.variable.name == "emb/embeddings:0")
+    assert table.placement == "ps" and "servers move no more bytes" in table.reason
+
+
+def test_placement_can_be_overridden_per_variable_and_unknown_names_are_refused():
+    program = programs.keras_embedding_program(rows=5)
+    config = px.Config(batch_size=4, placement={"emb/embeddings": "ps"})
+    report = px.analyze(program, steps=2, config=config).replan(workers_per_machine=2)
+    table = next(p for p in report.placements if p.variable.name == "emb/embeddings:0")
+    assert table.placement == "ps" and "Config.placement" in table.reason
+    with pytest.raises(px.ConfigError, match=r"Config.placement names \['embedding'\], which "
+                                             r"the model does not have; its variables are: "
+                                             r"emb/embeddings:0, out/kernel:0, out/bias:0"):
+        px.analyze(program, steps=1, config=px.Config(placement={"embedding": "ps"}))
+    with pytest.raises(px.ConfigError, match=r"Config.partitions names \['emb'\]"):
+        px.analyze(program, steps=1, config=px.Config(partitions={"emb": 2}))
+    with pytest.raises(px.ConfigError, match=r"must be one of 'ps', 'allreduce'"):
+        px.Config(placement={"emb/embeddings": "server"})
+
+
+def test_a_regularized_embedding_is_dense_and_the_report_says_why():
+    report = px.analyze(programs.regularized_program(), steps=2)
+    table = next(p for p in report.placements if p.variable.name == "emb/embeddings:0")
+    assert table.variable.kind == "dense" and table.placement == "allreduce"
+    assert table.reason == ("dense: its embeddings_regularizer (L2) reads every row, so its "
+                            "gradient is dense; without it, it would be sparse")
+    assert "embeddings_regularizer (L2) reads every row" in str(report)

@@ -99,6 +99,23 @@ def test_every_mode_trains_to_the_same_weights_as_the_documented_reference(clust
     assert relative_error(other[SPARSE], reference[SPARSE]) > 1e-3
 
 
+def test_a_sparse_table_cheaper_on_allreduce_is_synchronised_densely_with_the_same_maths(
+        cluster):
+    """A 5-row table looked up 12 times a step: HYBRID AllReduces its gradient as a dense
+    one (the plan's choice, tested in test_analysis) and needs no server at all."""
+    as_hosts(cluster, 1)
+    program = programs.keras_embedding_program(optimizer_fn=programs.adagrad, rows=5)
+    config = px.Config(mode="HYBRID", steps=3, batch_size=4)
+    run = px.train(program, cluster=cluster, select=2, config=config)
+    trained = run.result(timeout=300)
+    table = next(p for p in run.analysis.placements if p.variable.name == SPARSE)
+    assert (table.placement, table.dense_sync) == ("allreduce", True)
+    assert run.servers_started == {} and (run.metrics["ps_recv"] == 0).all()
+    reference, _ = px.reference(program, config, ranks=2)
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-5, name
+
+
 def test_only_touched_rows_travel(cluster):
     as_hosts(cluster, 1)
     run = px.train(programs.big_table_program(), cluster=cluster, select=1,

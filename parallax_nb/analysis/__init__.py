@@ -7,6 +7,7 @@ from typing import Optional
 from ..config import Config
 from ..program import Program
 from ..row_updates import row_rule
+from .placement import check_names
 from .report import AnalysisReport
 from .trace import trace_gradients
 
@@ -23,6 +24,7 @@ def analyze(program: Program, steps: int = 5, config: Optional[Config] = None,
     config = config or Config()
     program.check_picklable()
     trace = _cached_trace(program, steps, config.batch_size)
+    check_names(trace.variables, config)
     servers = servers or config.servers or machines
     return AnalysisReport(program.name, trace, config, servers, machines, workers_per_machine,
                           row_rule(program.optimizer())[1])

@@ -9,7 +9,9 @@ loopback). For a variable of w bytes with R rows of r bytes, i bytes per index:
   send = recv = 2 w (N-1)/N.
 * AllReduce, sparse gradient (Horovod allgathers an IndexedSlices; ring allgather): each rank
   contributes its s gradient slices, duplicates included, c = s (r + i) bytes; every chunk
-  but the receiver's own crosses each link: send = recv = (N-1) c.
+  but the receiver's own crosses each link: send = recv = (N-1) c. Or, where that is less,
+  densified: the table-sized gradient and a 4-byte touched count per row AllReduced as dense
+  ones, 2 (w + 4R)(N-1)/N (placement.py decides which, per variable).
 * Parameter server, sparse: each rank pulls every row it looks up, s per step, duplicates
   included (TensorFlow's gathers do not de-duplicate ids; it sends s indices, gets s rows
   back), and the host pushes one aggregated, de-duplicated gradient of u_g (r + i) bytes,
@@ -34,37 +36,11 @@ from typing import Dict, Sequence, Tuple
 import pandas as pd
 
 from ..config import MODES, Config
-from .placement import ALLREDUCE, plan_placement
+from .placement import plan_placement
 from .trace import VariableTrace
+from .traffic import format_bytes, variable_traffic
 
 PREFERENCE = ("HYBRID", "AR", "PS")  # tie-break: the paper's default first
-
-
-def variable_traffic(v: VariableTrace, placement: str, machines: int, workers: int,
-                     local_aggregation: bool) -> Tuple[float, float]:
-    """(send, recv) bytes per machine per step for one variable, averaged over machines."""
-    m, g = machines, workers
-    if m <= 1 or (v.kind == "unused" and placement == ALLREDUCE):
-        return 0.0, 0.0
-    n = m * g
-    if placement == ALLREDUCE:
-        if v.kind == "sparse":
-            moved = (n - 1) * v.slices_per_step * (v.row_bytes + v.index_bytes)
-        else:
-            moved = 2.0 * v.bytes * (n - 1) / n
-        return moved, moved
-    if v.kind == "sparse":
-        slice_bytes = v.row_bytes + v.index_bytes
-        pulls = g * v.slices_per_step * slice_bytes
-        if local_aggregation:
-            pushes = v.alpha_for(g) * v.rows * slice_bytes
-        else:
-            pushes = g * v.alpha * v.rows * slice_bytes
-    else:
-        pulls = g * v.bytes
-        pushes = 0.0 if v.kind == "unused" else (1 if local_aggregation else g) * v.bytes
-    moved = (m - 1) / m * (pulls + pushes)
-    return moved, moved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +76,13 @@ def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_mach
     rows = [{"name": v.name, "kind": v.kind} for v in variables]
     totals = {}
     for mode in MODES:
-        placements = plan_placement(variables, mode, max(machines, 1), config)
+        placements = plan_placement(variables, mode, max(machines, 1), config, machines,
+                                    workers_per_machine)
         send_total = recv_total = 0.0
         for row, vp in zip(rows, placements):
             send, recv = variable_traffic(vp.variable, vp.placement, machines,
-                                          workers_per_machine, config.local_aggregation)
+                                          workers_per_machine, config.local_aggregation,
+                                          vp.dense_sync)
             row[f"{mode}_send"], row[f"{mode}_recv"] = send, recv
             send_total += send
             recv_total += recv
@@ -127,11 +105,3 @@ def recommend(variables: Sequence[VariableTrace], totals) -> Tuple[str, str]:
     if all(max(t) == moved for t in totals.values()):
         return mode, "all modes move the same bytes here (one machine); HYBRID is the default"
     return mode, f"fewest bytes per machine per step ({format_bytes(moved)})"
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"

@@ -13,7 +13,7 @@ from .placement import VariablePlacement, effective_mode, plan_placement, server
 from .trace import GradientTrace, VariableTrace
 
 COLUMNS = ("name", "shape", "dtype", "bytes", "kind", "alpha", "placement", "partitions",
-           "servers")
+           "servers", "why")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,8 @@ class AnalysisReport:
 
     @property
     def placements(self) -> Tuple[VariablePlacement, ...]:
-        return plan_placement(self.variables, self.config.mode, self.servers, self.config)
+        return plan_placement(self.variables, self.config.mode, self.servers, self.config,
+                              self.machines, self.workers_per_machine)
 
     def server_loads(self):
         """Bytes held by each parameter server under this placement."""
@@ -106,7 +107,7 @@ class AnalysisReport:
                 "name": v.name, "shape": v.shape, "dtype": v.dtype, "bytes": v.bytes,
                 "kind": v.kind, "alpha": v.alpha, "placement": vp.placement,
                 "partitions": len(vp.partitions) or None,
-                "servers": vp.servers or None,
+                "servers": vp.servers or None, "why": vp.reason,
             })
         return pd.DataFrame(rows, columns=list(COLUMNS))
 

@@ -33,6 +33,7 @@ class VariableTrace:
     union_alphas: Tuple[float, ...] = ()  # rows touched by g consecutive batches, g = 1, 2, ...
     index_bytes: int = 8       # bytes of one gradient index (int64 unless the ids are int32)
     tf_name: str = ""          # TensorFlow's name: what a rank's variable creator sees
+    dense_note: str = ""       # why a dense variable is dense, where the model says (a regularizer)
 
     @property
     def rows(self) -> int:
@@ -89,7 +90,9 @@ def trace_gradients(program: Program, steps: int = 5, batch_size: Optional[int] 
                                    "loss_fn: there is nothing to train")
         per_step.append(tape.gradient(loss, variables))
 
-    traces = tuple(_summarise(i, v, name, [grads[i] for grads in per_step])
+    notes = regularized(model)
+    traces = tuple(_summarise(i, v, name, [grads[i] for grads in per_step],
+                              notes.get(id(tf_variable(v)), ""))
                    for i, (v, name) in enumerate(zip(variables, variable_names(variables))))
     warnings = tuple(f"{t.name} got no gradient from loss_fn in {len(batches)} step(s): "
                      f"it is not trained (is it used by the loss?)"
@@ -127,7 +130,24 @@ def examples_in(batch) -> Optional[int]:
     return None
 
 
-def _summarise(index, variable, name, grads) -> VariableTrace:
+def regularized(model) -> dict:
+    """``{id(tf variable): why it is dense}`` for the weights of Keras layers with a
+    regularizer: a regularizer reads every row, so even an embedding's gradient is dense."""
+    layers = getattr(model, "_flatten_layers", None)
+    notes = {}
+    for layer in (layers() if callable(layers) else []):
+        for attribute, value in vars(layer).items():
+            if not attribute.endswith("_regularizer") or value is None:
+                continue
+            weight = getattr(layer, attribute[:-len("_regularizer")], None)
+            if weight is not None and hasattr(weight, "shape"):
+                notes[id(tf_variable(weight))] = (
+                    f"its {attribute} ({type(value).__name__}) reads every row, so its "
+                    f"gradient is dense; without it, it would be sparse")
+    return notes
+
+
+def _summarise(index, variable, name, grads, dense_note="") -> VariableTrace:
     tf = tensorflow()
     variable = tf_variable(variable)
     shape = tuple(int(d) for d in variable.shape)
@@ -152,7 +172,8 @@ def _summarise(index, variable, name, grads) -> VariableTrace:
     elif kind == "unused":
         alpha = 0.0
     return VariableTrace(index, name, shape, dtype.name, size, kind, alpha, slices,
-                         unions, index_bytes, variable.name)
+                         unions, index_bytes, variable.name,
+                         dense_note if kind == "dense" else "")
 
 
 def _union_alpha(touched, group, rows) -> float:

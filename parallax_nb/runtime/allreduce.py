@@ -33,15 +33,21 @@ class AllReduceSync:
         self._hvd = hvd
         self._sparse_op = hvd.Average if average_sparse else hvd.Sum
 
-    def __call__(self, grads):
+    def __call__(self, grads, densify=()):
+        """Synchronise ``grads``; the sparse ones at positions ``densify`` travel as a dense
+        gradient with a touched count per row (the plan's choice where that moves fewer
+        bytes than an allgather) and come back as the rows some rank touched: the same
+        ``IndexedSlices`` an allgather gives, duplicates summed."""
         import tensorflow as tf
 
         synced = list(grads)
         if self._hvd.size() == 1:
             return synced
+        densify = [i for i in densify if isinstance(grads[i], tf.IndexedSlices)]
         dense = [i for i, g in enumerate(grads) if g is not None
                  and not isinstance(g, tf.IndexedSlices)]
-        sparse = [i for i, g in enumerate(grads) if isinstance(g, tf.IndexedSlices)]
+        sparse = [i for i, g in enumerate(grads)
+                  if isinstance(g, tf.IndexedSlices) and i not in densify]
         for label, group in (("dense", dense), ("sparse", sparse)):
             if group:
                 tensors = [_int64_indices(tf, grads[i]) for i in group]
@@ -51,6 +57,16 @@ class AllReduceSync:
                     stable_names(tensors, f"parallax_{label}"))
                 for i, g in zip(group, reduced):
                     synced[i] = g
+        if densify:
+            tables = [_densified(tf, grads[i]) for i in densify]
+            reduced = grouped_by_dtype(
+                lambda same: self._hvd.grouped_allreduce(same, op=self._sparse_op),
+                stable_names([t for pair in tables for t in pair], "parallax_densified"))
+            for k, i in enumerate(densify):
+                values, counts = reduced[2 * k], reduced[2 * k + 1]
+                rows = tf.where(counts > 0)[:, 0]
+                synced[i] = tf.IndexedSlices(tf.gather(values, rows), rows,
+                                             grads[i].dense_shape)
         return synced
 
     def broadcast(self, variables):
@@ -88,6 +104,15 @@ def _cast(tf, t, dtype):
     if isinstance(t, tf.IndexedSlices):
         return tf.IndexedSlices(tf.cast(t.values, dtype), t.indices, t.dense_shape)
     return tf.cast(t, dtype)
+
+
+def _densified(tf, grad):
+    """A sparse gradient as (its dense sum per row, how many slices touched each row)."""
+    rows = tf.cast(grad.dense_shape[0], tf.int64)
+    indices = tf.cast(grad.indices, tf.int64)
+    values = tf.math.unsorted_segment_sum(grad.values, indices, rows)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, rows)
+    return values, counts
 
 
 def _int64_indices(tf, grad):

@@ -11,6 +11,7 @@ import itertools
 import time
 
 from ..analysis.trace import compute_loss, examples_in
+from ..errors import NonFiniteError
 from ..events import INFO, STARTUP, STEP, EventWriter
 from ..keras3 import check_one_keras, tf_variable, variable_name
 from ..program import Program
@@ -19,6 +20,7 @@ from ..tf_env import build_optimizer, tensorflow, trainable_variables
 from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, manager, step_of
+from .health import finite_flags, nonfinite_ranks
 from .data import endless_batches, named_weights
 from .profile import StartupClock, collectives_in, phase_times, pulled_rows, stamp
 from .server_sync import ServerSync
@@ -132,6 +134,11 @@ class Trainer:
         variables, n_local = self.variables, len(self.local_variables)
         server_sync, accounting, row_updates = self.server_sync, self.accounting, self.row_updates
         counter, profile = self.step_counter, self.config.profile
+        densified = {p.variable.name for p in self.spec.placements if p.dense_sync}
+        densify = [i for i, v in enumerate(self.local_variables)
+                   if variable_name(v) in densified]
+        check_finite = self.config.on_nonfinite != "ignore"
+        rank, size = self.spec.rank, self.spec.size
 
         @tf.function(reduce_retracing=True)
         def step(batch):
@@ -155,7 +162,10 @@ class Trainer:
                 # whose inputs are constants, i.e. would run this AllReduce once while
                 # optimising the graph and never again.
                 barrier = tf.reshape(tf.reduce_sum(tf.cast(loss, tf.float32)), [1])
-            synced = sync(local_grads + [barrier])
+                if check_finite:   # this rank's own loss and gradients, before the exchange;
+                    finite = finite_flags(tf, [loss] + list(grads))   # every rank learns
+                    barrier = tf.concat([barrier, nonfinite_ranks(tf, finite, rank, size)], 0)
+            synced = sync(local_grads + [barrier], densify)
             synced, barrier_done = synced[:-1], synced[-1]
             if profile:
                 stamps.append(stamp(synced))
@@ -165,6 +175,8 @@ class Trainer:
             applied.append(counter.assign_add(1))
             traffic = accounting.measure(local_grads, server_grads, synced, pushed)
             traffic["local_bytes"] = local
+            if check_finite:
+                traffic["finite"] = finite
             if profile:
                 stamps.append(stamp(applied))
                 traffic["stamps"] = tf.stack(stamps)
@@ -194,8 +206,11 @@ class Trainer:
         for step_number in range(self.start_step + 1, self.start_step + remaining + 1):
             batch = next(batches)
             input_seconds = time.perf_counter() - previous
-            loss, traffic, _ = self._step(batch)
+            loss, traffic, keep = self._step(batch)
             loss = float(loss)
+            finite = traffic.pop("finite", None)
+            if finite is not None:   # before this step can be saved
+                self._check_finite(step_number, loss, finite.numpy(), keep[0].numpy()[1:])
             now = time.perf_counter()
             if not self.clock.phases.get("first_step"):
                 self.clock.mark("first_step")    # tracing the step function, then running it
@@ -218,6 +233,30 @@ class Trainer:
                 (saved is None or step_of(saved) != config.steps):
             self.checkpoints.save(checkpoint_number=config.steps)
         return self.weights()
+
+    def _check_finite(self, step_number: int, loss: float, finite, ranks) -> None:
+        """``finite``: this rank's flags (loss, then each gradient); ``ranks``: per rank,
+        > 0 where that rank's were not all finite (from the step's AllReduce)."""
+        if not finite.all():
+            self._nonfinite(step_number, loss, finite)
+        elif self.config.on_nonfinite == "stop" and ranks.any():
+            raise NonFiniteError.elsewhere(self.spec.rank, step_number,
+                                           [r for r, bad in enumerate(ranks) if bad > 0])
+
+    def _nonfinite(self, step_number: int, loss: float, finite) -> None:
+        """A NaN or infinite loss or gradient: stop the run (raise) or note it once."""
+        on_servers = {id(tf_variable(part)): f"{variable.name} (partition {i})"
+                      for variable in (self.servers.variables if self.servers else [])
+                      for i, part in enumerate(variable.partitions)}
+        names = [on_servers.get(id(tf_variable(v))) or variable_name(v) for v in self.variables]
+        stop = self.config.on_nonfinite == "stop"
+        error = NonFiniteError.at(self.spec.rank, step_number, loss,
+                                  [n for n, ok in zip(names, finite[1:]) if not ok], stop)
+        if stop:
+            raise error
+        if not getattr(self, "_warned_nonfinite", False):
+            self._warned_nonfinite = True
+            self.events.send(INFO, rank=self.spec.rank, message=str(error))
 
     def _blocking(self, batch) -> dict:
         """What a step blocks on outside this process (counted once, from the traced step)."""

@@ -1,0 +1,70 @@
+"""Bytes a variable moves per machine and step, for each place it can live (the formulas of
+`cost`'s module docstring and docs/cost_model.md); placement and the cost estimate both read
+them."""
+from __future__ import annotations
+
+from typing import Tuple
+
+from .trace import VariableTrace
+
+ALLREDUCE = "allreduce"
+PS = "ps"
+COUNT_BYTES = 4    # a densified sparse gradient carries a float32 touched count per row
+
+
+def variable_traffic(v: VariableTrace, placement: str, machines: int, workers: int,
+                     local_aggregation: bool, dense_sync: bool = False) -> Tuple[float, float]:
+    """(send, recv) bytes per machine per step for one variable, averaged over machines.
+    ``dense_sync``: a sparse variable on AllReduce sent as a dense gradient (plus counts)."""
+    m, g = machines, workers
+    if m <= 1 or (v.kind == "unused" and placement == ALLREDUCE):
+        return 0.0, 0.0
+    n = m * g
+    if placement == ALLREDUCE:
+        if v.kind == "sparse" and dense_sync:
+            moved = 2.0 * (v.bytes + COUNT_BYTES * v.rows) * (n - 1) / n
+        elif v.kind == "sparse":
+            moved = (n - 1) * v.slices_per_step * (v.row_bytes + v.index_bytes)
+        else:
+            moved = 2.0 * v.bytes * (n - 1) / n
+        return moved, moved
+    if v.kind == "sparse":
+        slice_bytes = v.row_bytes + v.index_bytes
+        pulls = g * v.slices_per_step * slice_bytes
+        if local_aggregation:
+            pushes = v.alpha_for(g) * v.rows * slice_bytes
+        else:
+            pushes = g * v.alpha * v.rows * slice_bytes
+    else:
+        pulls = g * v.bytes
+        pushes = 0.0 if v.kind == "unused" else (1 if local_aggregation else g) * v.bytes
+    moved = (m - 1) / m * (pulls + pushes)
+    return moved, moved
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
+def _greedy_by_bytes(pieces, servers):
+    """Largest piece first onto the least-loaded server (ties: lowest server index)."""
+    load = [0] * servers
+    assignment = {}
+    for vi, p, _, _, size in sorted(pieces, key=lambda x: (-x[4], x[0], x[1])):
+        target = min(range(servers), key=lambda s: (load[s], s))
+        load[target] += size
+        assignment[(vi, p)] = target
+    return assignment
+
+
+def server_loads(placements: Sequence[VariablePlacement], servers: int) -> List[int]:
+    """Bytes held by each server."""
+    load = [0] * servers
+    for vp in placements:
+        for part in vp.partitions:
+            load[part.server] += part.bytes
+    return load

@@ -47,6 +47,13 @@ class RowRule:
     keras3: bool = False  # a Keras 3 optimizer (its schedules serialise differently)
 
     @property
+    def slot_count(self) -> int:
+        """Slots per variable (each the variable's size), as `RowUpdater` makes them."""
+        if self.kind == "rmsprop":
+            return 1 + bool(self.hyper.get("momentum")) + bool(self.hyper.get("centered"))
+        return {"sgd": 0, "momentum": 1, "adagrad": 1, "adam": 2}[self.kind]
+
+    @property
     def exact(self) -> bool:
         return self.kind in ("sgd", "adagrad")
 

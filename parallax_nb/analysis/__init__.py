@@ -7,6 +7,7 @@ from typing import Optional
 from ..config import Config
 from ..program import Program
 from ..row_updates import row_rule
+from .memory import count_slots
 from .placement import check_names
 from .report import AnalysisReport
 from .trace import trace_gradients
@@ -27,7 +28,8 @@ def analyze(program: Program, steps: int = 5, config: Optional[Config] = None,
     check_names(trace.variables, config)
     servers = servers or config.servers or machines
     return AnalysisReport(program.name, trace, config, servers, machines, workers_per_machine,
-                          row_rule(program.optimizer())[1])
+                          row_rule(program.optimizer())[1],
+                          count_slots(program, trace.variables))
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import pandas as pd
 
 from ..config import Config
 from ..render import render
 from .cost import CostEstimate, estimate, format_bytes
+from .memory import MemoryPlan, memory_plan
 from .placement import VariablePlacement, effective_mode, plan_placement, server_loads
 from .trace import GradientTrace, VariableTrace
 
@@ -31,6 +32,7 @@ class AnalysisReport:
     machines: int
     workers_per_machine: int
     sparse_update: str = ""    # which update the sparse variables get (row_updates.row_rule)
+    slot_counts: Dict[str, int] = dataclasses.field(default_factory=dict)  # optimizer slots
 
     @property
     def variables(self) -> Tuple[VariableTrace, ...]:
@@ -60,6 +62,25 @@ class AnalysisReport:
     def placements(self) -> Tuple[VariablePlacement, ...]:
         return plan_placement(self.variables, self.config.mode, self.servers, self.config,
                               self.machines, self.workers_per_machine)
+
+    def memory(self, mode: Optional[str] = None) -> MemoryPlan:
+        """Bytes of variables, optimizer slots and dense gradients per rank and per server,
+        for this placement (or ``mode``'s), over machines x workers_per_machine ranks."""
+        report = self.replan(mode=mode) if mode else self
+        return memory_plan(report.placements, self.slot_counts,
+                           self.machines * self.workers_per_machine,
+                           report.servers if report.mode != "AR" else 0)
+
+    def memory_frame(self) -> pd.DataFrame:
+        """One row per mode and process: what it holds (see `memory`)."""
+        rows = []
+        for mode in ("HYBRID", "PS", "AR"):
+            plan = self.memory(mode)
+            rows += [{"mode": mode, "process": f"rank {r}", "bytes": b}
+                     for r, b in plan.ranks.items()]
+            rows += [{"mode": mode, "process": f"server {t}", "bytes": b}
+                     for t, b in plan.servers.items()]
+        return pd.DataFrame(rows, columns=["mode", "process", "bytes"])
 
     def server_loads(self):
         """Bytes held by each parameter server under this placement."""
@@ -130,7 +151,10 @@ class AnalysisReport:
                   f"mode {self.mode}" + (f" ({self.mode_note})" if self.mode_note else "")
                   + f", {self.servers} parameter server(s)")
         table = self.display_frame().to_string(index=False)
-        parts = [header, table, str(self.estimate())]
+        memory = "; ".join(f"{mode} {self.memory(mode).describe()}"
+                           for mode in ("HYBRID", "PS", "AR"))
+        parts = [header, table, str(self.estimate()),
+                 f"memory per process (variables, optimizer slots, dense gradients): {memory}"]
         if self.sparse_update and any(v.kind == "sparse" for v in self.variables):
             parts.append(f"sparse updates: {self.sparse_update}")
         parts += [f"warning: {w}" for w in self.warnings]

@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple
 
 import pandas as pd
 
-from ..config import Config
+from ..config import AUTO_MODE, Config
 from ..render import render
 from .cost import CostEstimate, estimate, format_bytes
 from .memory import MemoryPlan, memory_plan
@@ -52,15 +52,21 @@ class AnalysisReport:
 
     @property
     def mode(self) -> str:
-        return effective_mode(self.config.mode, self.variables)[0]
+        """The mode the plan uses: the configured one (or, for mode="auto", the cost
+        model's recommendation; `px.train` may refine it by trials), after fallbacks."""
+        return effective_mode(self._asked_mode, self.variables)[0]
 
     @property
     def mode_note(self) -> str:
-        return effective_mode(self.config.mode, self.variables)[1]
+        return effective_mode(self._asked_mode, self.variables)[1]
+
+    @property
+    def _asked_mode(self) -> str:
+        return self.recommended_mode if self.config.mode == AUTO_MODE else self.config.mode
 
     @property
     def placements(self) -> Tuple[VariablePlacement, ...]:
-        return plan_placement(self.variables, self.config.mode, self.servers, self.config,
+        return plan_placement(self.variables, self._asked_mode, self.servers, self.config,
                               self.machines, self.workers_per_machine)
 
     def memory(self, mode: Optional[str] = None) -> MemoryPlan:

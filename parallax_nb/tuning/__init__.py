@@ -1,4 +1,5 @@
-"""Tuning before training: the automatic partition search of large sparse variables.
+"""Tuning before training: the automatic partition search of large sparse variables, and
+the choice of mode under ``mode="auto"`` (`mode_search`).
 
 `partition_search` holds the search and the curve fit as pure functions of a
 ``measure(P)`` callable; `trials` measures P with short runs on the cluster; `plot` draws
@@ -6,7 +7,9 @@ the result for the run report.
 """
 from .partition_search import (PartitionSearch, Sample, SearchFailed, TrialFailed, cost_model,
                                search_partitions)
-from .trials import search_on_cluster, searched_variables
+from .mode_search import ModeChoice, choose_mode
+from .trials import search_mode_on_cluster, search_on_cluster, searched_variables
 
 __all__ = ["PartitionSearch", "Sample", "SearchFailed", "TrialFailed", "cost_model",
-           "search_partitions", "search_on_cluster", "searched_variables"]
+           "search_partitions", "search_on_cluster", "searched_variables", "ModeChoice",
+           "choose_mode", "search_mode_on_cluster"]

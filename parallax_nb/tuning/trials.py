@@ -62,11 +62,40 @@ def search_on_cluster(program, cluster, selection, config, report,
 
 def time_trial(program, cluster, selection, config, report, names, partitions: int) -> float:
     """Seconds per step of a short run with ``names`` in ``partitions`` partitions each."""
+    return timed_run(program, cluster, selection,
+                     config.replace(partitions={name: partitions for name in names}), report)
+
+
+def search_mode_on_cluster(program, cluster, selection, config, report, on_trial=None):
+    """``mode="auto"``: choose among the modes that fit ``selection``'s memory, by bytes,
+    or by short trials where the bytes are close (`mode_search.choose_mode`)."""
+    from ..analysis.placement import effective_mode
+    from ..launch.fit import unfit, worker_limits
+    from .mode_search import choose_mode
+
+    limits = worker_limits(cluster.devices(refresh=False))
+    totals = report.estimate().totals
+    modes = {}
+    for mode in ("HYBRID", "AR", "PS"):          # HYBRID first: ties keep the paper's default
+        modes.setdefault(effective_mode(mode, report.variables)[0], mode)
+    predicted = {mode: max(totals[mode]) for mode in modes.values()}
+    fits = {mode: not unfit(report.replan(mode=mode), selection, limits) for mode in predicted}
+
+    def measure(mode):
+        fixed = config.partitions if config.partitions != AUTO else None
+        return timed_run(program, cluster, selection,
+                         config.replace(mode=mode, partitions=fixed),
+                         report.replan(mode=mode, partitions=fixed))
+
+    return choose_mode(predicted, fits, measure, on_trial)
+
+
+def timed_run(program, cluster, selection, config, report) -> float:
+    """Seconds per step of a short run of ``config`` (warm-up, then the timed window)."""
     from ..launch import train
 
-    fixed = {name: partitions for name in names}
     trial_config = config.replace(
-        partitions=fixed, steps=config.search_warmup_steps + config.search_window_steps,
+        steps=config.search_warmup_steps + config.search_window_steps,
         log_every=1, checkpoint_dir=None, checkpoint_every_steps=None,
         checkpoint_every_seconds=None)
     run = None

@@ -1,0 +1,100 @@
+"""``mode="auto"``: which of HYBRID, PS and AR to train in, from the cost model and, where it
+cannot tell, from short measured trials.
+
+The cost model counts the bytes each mode moves between machines per step (`analysis.cost`)
+and the memory each process holds (`analysis.memory`). A mode that cannot fit is out. When
+one mode moves fewer than half the bytes of every other that fits, it is chosen without a
+trial: the network decides. Otherwise (on one machine every mode moves nothing between
+machines, and there latency and the processes' own work decide, which bytes do not predict)
+the close candidates are each timed with a short run, as the partition search times a
+partition count, and the fastest is chosen.
+
+Everything here is a function of the predictions and of ``measure(mode) -> seconds per
+step``, so the logic is tested with synthetic costs; `tuning.trials` measures real runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Dict, Optional
+
+import pandas as pd
+
+from ..errors import ConfigError
+from .partition_search import TrialFailed
+
+CLOSE = 2.0   # candidates within this factor of the fewest bytes are measured
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeChoice:
+    """The chosen mode and every candidate's predicted and measured figures."""
+
+    mode: str
+    candidates: pd.DataFrame    # mode, fits, bytes_per_step, seconds_per_step, note
+    reason: str
+    seconds: float              # what the choice cost (its trials' wall time)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.candidates.copy()
+
+    def summary(self) -> str:
+        return f"mode auto chose {self.mode}: {self.reason} ({self.seconds:.1f} s)"
+
+    def __str__(self):
+        return self.summary() + "\n" + self.candidates.to_string(index=False)
+
+
+def choose_mode(predicted: Dict[str, float], fits: Dict[str, bool],
+                measure: Callable[[str], float],
+                on_trial: Optional[Callable[[int, int, str, Optional[float]], None]] = None
+                ) -> ModeChoice:
+    """predicted: bytes per machine per step of each distinct mode; fits: whether its plan
+    fits the workers' memory; measure(mode): seconds per step of a short run.
+    on_trial(i, n, mode, seconds): called after each trial (progress)."""
+    started = time.time()
+    rows = {m: {"mode": m, "fits": fits[m], "bytes_per_step": predicted[m],
+                "seconds_per_step": None, "note": "" if fits[m] else "does not fit in memory"}
+            for m in predicted}
+    fitting = [m for m in predicted if fits[m]]
+    if not fitting:
+        raise ConfigError(f"mode='auto': no mode fits the workers' memory "
+                          f"({', '.join(predicted)}); select more workers or workers with "
+                          f"more memory")
+    least = min(predicted[m] for m in fitting)
+    close = [m for m in fitting if predicted[m] <= CLOSE * least]
+    if len(close) == 1:
+        chosen = close[0]
+        others = [m for m in fitting if m != chosen]
+        reason = (f"it moves {_ratio(predicted, chosen, others)} fewer bytes per step than "
+                  f"any other mode that fits" if others else "the only mode that fits")
+        for m in others:
+            rows[m]["note"] = "moves more than twice the bytes"
+        return ModeChoice(chosen, _frame(rows), reason, time.time() - started)
+    timed = {}
+    for i, m in enumerate(close):
+        try:
+            timed[m] = measure(m)
+            rows[m]["seconds_per_step"] = timed[m]
+        except TrialFailed as exc:
+            rows[m]["note"] = f"trial failed: {exc}"
+        if on_trial is not None:
+            on_trial(i + 1, len(close), m, timed.get(m))
+    if not timed:
+        raise ConfigError(f"mode='auto': every trial failed ({', '.join(close)}); see the "
+                          f"candidates' notes")
+    chosen = min(timed, key=timed.get)
+    reason = (f"the fastest of {len(timed)} measured trials "
+              f"({', '.join(f'{m} {1000 * s:.1f} ms' for m, s in timed.items())} per step); "
+              f"the bytes alone did not tell them apart")
+    return ModeChoice(chosen, _frame(rows), reason, time.time() - started)
+
+
+def _ratio(predicted, chosen, others) -> str:
+    nearest = min(predicted[m] for m in others)
+    return f"{nearest / predicted[chosen]:.1f}x" if predicted[chosen] else "far"
+
+
+def _frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(list(rows.values()),
+                        columns=["mode", "fits", "bytes_per_step", "seconds_per_step", "note"])

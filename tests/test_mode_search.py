@@ -1,0 +1,75 @@
+"""mode="auto": the choice from predicted bytes, memory and measured trials."""
+import pytest
+
+import parallax_nb as px
+from parallax_nb.tuning import TrialFailed, choose_mode
+
+MODES = ("HYBRID", "AR", "PS")
+
+
+def measuring(seconds):
+    asked = []
+
+    def measure(mode):
+        asked.append(mode)
+        if seconds[mode] is None:
+            raise TrialFailed("out of memory")
+        return seconds[mode]
+    return measure, asked
+
+
+def test_a_mode_moving_far_fewer_bytes_is_chosen_without_a_trial():
+    measure, asked = measuring({"HYBRID": 1.0, "AR": 0.1, "PS": 0.1})
+    choice = choose_mode({"HYBRID": 100.0, "AR": 700.0, "PS": 450.0},
+                         dict.fromkeys(MODES, True), measure)
+    assert choice.mode == "HYBRID" and asked == []
+    assert choice.reason == "it moves 4.5x fewer bytes per step than any other mode that fits"
+
+
+def test_on_one_machine_every_mode_is_timed_and_the_fastest_wins():
+    measure, asked = measuring({"HYBRID": 0.012, "AR": 0.009, "PS": 0.020})
+    progress = []
+    choice = choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, True), measure,
+                         on_trial=lambda i, n, mode, s: progress.append((i, n, mode, s)))
+    assert choice.mode == "AR" and asked == list(MODES)
+    assert progress == [(1, 3, "HYBRID", 0.012), (2, 3, "AR", 0.009), (3, 3, "PS", 0.020)]
+    assert list(choice.to_frame()["seconds_per_step"]) == [0.012, 0.009, 0.020]
+    assert "the fastest of 3 measured trials" in choice.summary()
+
+
+def test_a_mode_that_does_not_fit_is_never_tried_and_a_failed_trial_is_skipped():
+    measure, asked = measuring({"HYBRID": None, "AR": 0.001, "PS": 0.030})
+    choice = choose_mode(dict.fromkeys(MODES, 0.0), {"HYBRID": True, "AR": False, "PS": True},
+                         measure)
+    assert choice.mode == "PS" and asked == ["HYBRID", "PS"]
+    notes = choice.to_frame().set_index("mode")["note"]
+    assert notes["AR"] == "does not fit in memory"
+    assert notes["HYBRID"] == "trial failed: out of memory"
+    with pytest.raises(px.ConfigError, match="no mode fits the workers' memory"):
+        choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, False), measure)
+
+
+def test_auto_is_a_mode_the_config_accepts_and_the_analysis_plans_with_its_recommendation():
+    assert px.Config(mode="auto").mode == "AUTO"
+    with pytest.raises(px.ConfigError, match=r"mode='fast' is not one of HYBRID, PS, AR or "
+                                             r"'auto'"):
+        px.Config(mode="fast")
+
+
+@pytest.mark.timeout(600)
+def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest():
+    import programs
+    from cluster_tools import cluster_children, wait_until_gone
+
+    with px.connect(local=2) as cluster:
+        run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                       config=px.Config(mode="auto", steps=4, batch_size=4,
+                                        search_warmup_steps=2, search_window_steps=4))
+        run.wait(timeout=300)
+        children = [p.pid for p in cluster_children(cluster)]
+    choice = run.mode_choice.to_frame().set_index("mode")
+    assert sorted(choice.index) == ["AR", "HYBRID", "PS"]
+    assert choice["seconds_per_step"].notna().all()            # one machine: all timed
+    assert run.mode == choice["seconds_per_step"].idxmin() == run.mode_choice.mode
+    assert run.mode_choice.summary() in run.notes
+    assert wait_until_gone(children) == []

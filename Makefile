@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test bench bench-quick bench-step-path clean
+.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -37,6 +37,10 @@ bench-quick: setup
 # HYBRID's step against plain TensorFlow and AR, with the per-phase profile (about 8 minutes).
 bench-step-path: setup
 	$(PY) -m benchmarks.step_path
+
+# mode="auto" against every mode run in full: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts.
+bench-mode-choice: setup
+	$(PY) -m benchmarks.mode_choice
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import MODES, Config
+from .config import AUTO_MODE, MODES, Config
 from .errors import ParallaxError
 
 
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a program on a Dask cluster")
     for sub in (analyze, train):
         sub.add_argument("program", help="module:attribute naming a parallax_nb.Program")
-        sub.add_argument("--mode", default="HYBRID", type=str.upper, choices=MODES)
+        sub.add_argument("--mode", default="HYBRID", type=str.upper,
+                         choices=MODES + (AUTO_MODE,))
         sub.add_argument("--batch-size", type=int, default=None)
         sub.add_argument("--partitions", default="auto",
                          help="an int, or auto (default: search those of large sparse tables)")

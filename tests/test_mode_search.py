@@ -37,6 +37,20 @@ def test_on_one_machine_every_mode_is_timed_and_the_fastest_wins():
     assert "the fastest of 3 measured trials" in choice.summary()
 
 
+def test_trials_within_the_noise_of_the_fastest_are_timed_again_and_averaged():
+    rounds = {"HYBRID": [0.0100, 0.0090], "AR": [0.0098, 0.0110], "PS": [0.0200]}
+    asked = []
+
+    def measure(mode):
+        asked.append(mode)
+        return rounds[mode].pop(0)
+    choice = choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, True), measure)
+    assert asked == ["HYBRID", "AR", "PS", "AR", "HYBRID"]
+    assert choice.mode == "HYBRID"          # 9.5 ms mean against AR's 10.4 ms
+    assert choice.to_frame().set_index("mode")["seconds_per_step"]["AR"] == \
+        pytest.approx(0.0104)
+
+
 def test_a_mode_that_does_not_fit_is_never_tried_and_a_failed_trial_is_skipped():
     measure, asked = measuring({"HYBRID": None, "AR": 0.001, "PS": 0.030})
     choice = choose_mode(dict.fromkeys(MODES, 0.0), {"HYBRID": True, "AR": False, "PS": True},

@@ -11,7 +11,10 @@ from .errors import ConfigError
 
 MODES = ("HYBRID", "PS", "AR")
 AUTO = "auto"
+AUTO_MODE = "AUTO"   # mode="auto": chosen per cluster by the cost model and trials
 PLACEMENTS = ("ps", "allreduce")
+ON_NONFINITE = ("stop", "warn", "ignore")
+DEFAULT_RESTARTS = 3   # max_restarts=None with checkpoint_dir set
 
 Partitions = Union[None, str, int, Dict[str, int]]
 
@@ -33,8 +36,11 @@ class Config:
     """Knobs of a Parallax run.
 
     mode: HYBRID (sparse variables on parameter servers, dense ones through Horovod
-        AllReduce; the paper's default), PS (every variable on the servers) or AR (every
-        variable through Horovod; sparse gradients are allgathered, as plain Horovod does).
+        AllReduce; the paper's default), PS (every variable on the servers), AR (every
+        variable through Horovod; sparse gradients are allgathered, as plain Horovod does),
+        or "auto": `px.train` picks one for the selected devices, by the bytes each moves
+        and the memory each needs, and by short measured trials where the bytes are close
+        (`parallax_nb.tuning.mode_search`; the run carries ``run.mode_choice``).
     steps: training steps per rank.
     batch_size: examples per rank and step, handed to ``dataset_fn`` when it takes a
         ``batch_size`` argument (otherwise the dataset decides).
@@ -67,6 +73,15 @@ class Config:
         process with TensorFlow and Horovod imported for the next run (`launch.warm`): a
         second run in a session starts seconds sooner. Spares hold memory (a TensorFlow
         process each, about 0.4 GB) until the worker exits or ``cluster.release_spares()``.
+    on_nonfinite: what a non-finite (NaN or infinite) loss or gradient does: "stop" (the
+        default) fails the run with the step, the rank and the variables whose gradients
+        were not finite, before the step is checkpointed; "warn" adds a note (once per rank)
+        and trains on; "ignore" does not check (a step then costs no check at all).
+    max_restarts: how often a run restarts by itself after losing a rank, a parameter
+        server or a Dask worker (`launch.recovery`): it resumes from the last complete
+        checkpoint on the devices still available. None (the default) means 3 when
+        ``checkpoint_dir`` is set; without ``checkpoint_dir`` a run never restarts (there
+        is nothing to resume from) and its error says so.
     horovod: Horovod settings for the ranks, ``{"HOROVOD_CYCLE_TIME": "0.2", ...}``, over
         the SDK's defaults (`HOROVOD_DEFAULTS`, tuned for small steps; README "Horovod").
     """
@@ -90,11 +105,14 @@ class Config:
     warm_start: bool = True
     horovod: Optional[Dict[str, str]] = None
     placement: Optional[Dict[str, str]] = None
+    on_nonfinite: str = "stop"
+    max_restarts: Optional[int] = None
 
     def __post_init__(self):
         mode = str(self.mode).upper()
-        if mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
+        if mode not in MODES + (AUTO_MODE,):
+            raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)} or "
+                              f"'auto'")
         object.__setattr__(self, "mode", mode)
         _positive_int("steps", self.steps)
         _positive_int("log_every", self.log_every)
@@ -108,6 +126,14 @@ class Config:
         _positive_int("search_warmup_steps", self.search_warmup_steps)
         _positive_int("search_window_steps", self.search_window_steps)
         object.__setattr__(self, "partitions", _checked_partitions(self.partitions))
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ConfigError(f"on_nonfinite={self.on_nonfinite!r} is not one of "
+                              f"{', '.join(map(repr, ON_NONFINITE))}")
+        if self.max_restarts is not None:
+            if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) \
+                    or self.max_restarts < 0:
+                raise ConfigError(f"max_restarts must be a non-negative integer or None, got "
+                                  f"{self.max_restarts!r}")
         if self.placement is not None:
             bad = {k: v for k, v in dict(self.placement).items() if v not in PLACEMENTS}
             if bad:
@@ -121,6 +147,13 @@ class Config:
                                   f"(names start with HOROVOD_, e.g. HOROVOD_CYCLE_TIME)")
             object.__setattr__(self, "horovod", {str(k): str(v)
                                                  for k, v in self.horovod.items()})
+
+    @property
+    def restarts_allowed(self) -> int:
+        """``max_restarts`` in effect: 3 by default when checkpointing is on, else 0."""
+        if not self.checkpoint_dir:
+            return 0
+        return DEFAULT_RESTARTS if self.max_restarts is None else self.max_restarts
 
     def replace(self, **changes) -> "Config":
         """A copy with some options changed (validated like a new one)."""

@@ -20,6 +20,7 @@ INFO = "info"          # a note worth showing the user (fallback mode, restored 
 STARTUP = "startup"    # where the rank's start-up went: started (time), phases {name: s}
 DONE = "done"          # the rank finished its steps
 ERROR = "error"        # the rank failed: message, traceback
+RESTART = "restart"    # the client restarted the run after a loss (launch.recovery)
 
 
 def topic_of(run_id: str) -> str:

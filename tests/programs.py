@@ -385,3 +385,9 @@ def regularized_program():
 
 def regularization_loss(model, batch):
     return regression_loss(model, batch) + tf.add_n(model.losses)
+
+
+def big_table_ar_program(rows=1_000_000):
+    """The big table, Adagrad: a known memory footprint (table + accumulator)."""
+    return px.Program(functools.partial(big_table_model, rows=rows), regression_loss,
+                      functools.partial(distinct_ids, rows=rows), adagrad, name="big_table")

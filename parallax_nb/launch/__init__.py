@@ -5,11 +5,12 @@ import time
 import uuid
 from typing import Optional
 
-from ..config import Config
+from ..config import AUTO_MODE, Config
 from ..program import Program
-from ..tuning import search_on_cluster, searched_variables
+from ..tuning import search_mode_on_cluster, search_on_cluster, searched_variables
 from .attempt import launch as launch_attempt
 from .checks import check_optimizer, clamped_partitions, release_devices, reserve_devices
+from .fit import refuse_unfit
 from .run import Run
 
 
@@ -44,11 +45,17 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
                     reserve=False)   # refused at once, before the analysis and any search
     report = (report or analyze(program, steps=2, config=config)).for_selection(
         selection, mode=config.mode, servers=config.servers, partitions=config.partitions)
+    mode_choice = None
+    if config.mode == AUTO_MODE:   # trials where the cost model cannot tell
+        mode_choice = search_mode_on_cluster(program, cluster, selection, config, report)
+        config = config.replace(mode=mode_choice.mode)
+        report = report.replan(mode=mode_choice.mode)
     search = None
     if searched_variables(report):
         search = search_on_cluster(program, cluster, selection, config, report)
         config = config.replace(partitions=search.partitions)
         report = report.replan(partitions=config.partitions)
+    refuse_unfit(report, selection, cluster.devices(refresh=False))   # before anything starts
     reserve_devices(cluster.client, run_id, program.name or "program", selection.devices)
 
     def launcher(number, devices, plan):
@@ -59,6 +66,9 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     run._cluster, run.device_count = cluster, len(selection)
     run.add_cleanup(lambda: release_devices(cluster.client, run_id))
     run.train_called_at = called_at
+    run.mode_choice = mode_choice
+    if mode_choice is not None:
+        run.notes.append(mode_choice.summary())
     if search is not None:
         run.partition_search = search
         run.notes.append(search.summary())

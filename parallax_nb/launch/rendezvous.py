@@ -59,24 +59,33 @@ def assign_ranks(selection: Selection) -> List[RankSlot]:
 
 
 class Rendezvous:
-    """Horovod's HTTP rendezvous server, living as long as one run."""
+    """Horovod's HTTP rendezvous server, living as long as one run (one attempt).
+
+    Horovod's own ``RendezvousServer`` listens on every interface and its ``stop()`` leaves
+    the socket open (``shutdown`` without ``server_close``); this one listens only on the
+    address the cluster reaches the client by, and closes its port when stopped
+    (docs/security.md)."""
 
     def __init__(self, slots: List[RankSlot], scheduler_address: str):
         from horovod.runner.common.util.hosts import SlotInfo
-        from horovod.runner.http.http_server import RendezvousServer
+        from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+        from horovod.runner.util.threads import in_thread
 
-        self._server = RendezvousServer(verbose=0)
-        self.port = self._server.start()
+        self.address = address_seen_by(scheduler_address)
+        self._server = RendezvousHTTPServer((self.address, 0), RendezvousHandler, 0)
+        self.port = self._server.server_address[1]
+        self._thread = in_thread(target=self._server.serve_forever)
         self._server.init([SlotInfo(hostname=s.host, rank=s.rank, local_rank=s.local_rank,
                                     cross_rank=s.cross_rank, size=s.size,
                                     local_size=s.local_size, cross_size=s.cross_size)
                            for s in slots])
-        self.address = address_seen_by(scheduler_address)
 
     def stop(self):
         if self._server is not None:
-            self._server.stop()
-            self._server = None
+            server, self._server = self._server, None
+            server.shutdown()
+            server.server_close()
+            self._thread.join(timeout=5)
 
 
 def address_seen_by(scheduler_address: str) -> str:

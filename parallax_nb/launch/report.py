@@ -31,6 +31,7 @@ class RunReport:
     partition_search: Optional[PartitionSearch] = None   # when partitions="auto" searched
     metrics: Optional[pd.DataFrame] = dataclasses.field(default=None, repr=False)
     startup: dict = dataclasses.field(default_factory=dict)   # Run.startup_seconds()
+    restarts: tuple = ()             # Run.restarts: what was lost, resumed from, time lost
 
     def phases(self, first: int = 1, last: Optional[int] = None) -> dict:
         """Where a step's time went (``Config(profile=True)``): ms per phase, the median over
@@ -56,6 +57,11 @@ class RunReport:
         lines = [f"Run {self.run_id}: {self.status}, mode {self.mode}, "
                  f"{sum(self.ranks_per_host.values())} rank(s) ({hosts})"]
         lines += [f"  note: {n}" for n in self.notes]
+        if self.restarts:
+            lines.append(f"  {len(self.restarts)} restart(s): " + "; ".join(
+                f"#{r['restart']} lost {r['lost']!r} at step {r['at_step']}, resumed from "
+                f"step {r.get('resumed_from', '?')}, {r.get('steps_lost', '?')} step(s) "
+                f"redone, {r.get('seconds', float('nan')):.1f} s" for r in self.restarts))
         if self.steps:
             lines.append(f"  {self.steps} steps in {self.seconds or 0:.1f} s; "
                          f"{self.examples_per_sec:,.0f} examples/s in total (median per rank "
@@ -115,6 +121,7 @@ def build_report(run) -> RunReport:
                      float(per_rank["examples_per_sec"].sum()) if len(per_rank) else 0.0,
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
                      placements, communication, str(run.error) if run.error else None,
-                     run.partition_search, frame, run.startup_seconds())
+                     run.partition_search, frame, run.startup_seconds(),
+                     tuple(dict(r) for r in getattr(run, "restarts", ())))
 
 

@@ -1,8 +1,10 @@
 """A running (or finished) training job, as the client sees it.
 
-Metrics arrive as Dask events on the run's topic; a watcher thread follows the rank tasks:
-the first failure stops every other rank, and when all tasks are over the rendezvous
-server is stopped and the topic unsubscribed.
+Metrics arrive as Dask events on the run's topic; a watcher thread follows the tasks of the
+current attempt (`launch.attempt`): the first failure stops every other rank; a lost rank,
+server or Dask worker restarts the run from its last checkpoint while ``max_restarts``
+allows (`launch.recovery`); when all tasks are over the rendezvous server is stopped, the
+topic unsubscribed and the devices released.
 """
 from __future__ import annotations
 
@@ -12,39 +14,44 @@ from typing import Callable, Dict, List, Optional
 
 import pandas as pd
 
-from ..errors import ParallaxError, RankError, RunStopped
-from ..events import DONE, INFO, STARTED, STARTUP, TOPOLOGY
+from ..errors import ECHO_NONFINITE, ParallaxError, RankError, RunStopped, ServerError
+from ..events import DONE, INFO, RESTART, STARTED, STARTUP, TOPOLOGY
 from ..runtime.profile import PHASES
+from . import recovery
 
 STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
     "stopped"
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
-                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "time"] + \
-    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"]   # profile=True
+                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "peak_rss",
+                  "time"] + \
+    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"] + \
+    ["attempt"]   # t_*, servers_touched, collectives: profile=True; attempt: 0, 1 after a restart
 
 
 class Run:
     """Handle of one training job: ``metrics``, ``status``, ``wait()``, ``stop()``,
-    ``result()``, and ``on_metrics(callback)`` for live views."""
+    ``result()``, ``restarts``, and ``on_metrics(callback)`` for live views."""
 
-    def __init__(self, client, run_id: str, topic: str, stop_event, slots, config,
-                 mode: str, analysis):
+    def __init__(self, client, run_id: str, config, name: str = "", launcher=None):
         self.client = client
-        self.analysis = analysis
         self.run_id = run_id
-        self.topic = topic
         self.config = config
-        self.mode = mode
-        self.slots = slots
-        self._stop_event = stop_event
-        self._cleanups: List[Callable[[], None]] = [self._unsubscribe]
+        self.name = name
+        self._launcher = launcher   # (number, selection, report) -> a started Attempt
+        self._cluster = None        # the ParallaxCluster (restarts look for free devices)
+        self.device_count = 0       # devices asked for (a restart tops up to this many)
+        self._attempt = None
+        self._cleanups: List[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._records: List[dict] = []
         self._callbacks: List[Callable[[List[dict]], None]] = []
+        self._restart_callbacks: List[Callable[[dict], None]] = []
         self._status = STARTING
+        self._stop_requested = False
         self._done = threading.Event()
         self.error: Optional[BaseException] = None
         self.notes: List[str] = []
+        self.restarts: List[dict] = []   # one per restart (launch.recovery.restart_record)
         self.pids: Dict[int, int] = {}
         self.topology: Dict[int, dict] = {}
         self.startup: Dict[int, dict] = {}   # per rank: STARTUP events (see startup_seconds)
@@ -52,23 +59,68 @@ class Run:
         self.servers_started: Dict[int, dict] = {}
         self.ranks_done: set = set()
         self._outcomes: Dict[int, dict] = {}
-        self._futures = []
         self.started_at = time.time()
         self.finished_at: Optional[float] = None
         self.partition_search = None   # set by train() when partitions="auto" searched
-        client.subscribe_topic(topic, self._on_event)
+        self.mode_choice = None        # set by train() under mode="auto" (tuning.mode_search)
+
+    # -- the current attempt --------------------------------------------------------------------
+    @property
+    def slots(self):
+        return self._attempt.slots if self._attempt else []
+
+    @property
+    def mode(self) -> str:
+        return self._attempt.mode if self._attempt else self.config.mode
+
+    @property
+    def analysis(self):
+        return self._attempt.report if self._attempt else None
+
+    @property
+    def topic(self) -> str:
+        return self._attempt.topic
+
+    @property
+    def stop_event_name(self) -> str:
+        return self._attempt.stop_event.name
+
+    def _begin_attempt(self, attempt) -> None:
+        """Make ``attempt`` the current one (`launch.attempt.launch` calls this first)."""
+        with self._lock:
+            previous, self._attempt = self._attempt, attempt
+            self.pids, self.topology, self.servers_started = {}, {}, {}
+            self.ranks_done = set()
+        if previous is not None:
+            self._unsubscribe(previous.topic)
+        self.client.subscribe_topic(attempt.topic,
+                                    lambda event, n=attempt.number: self._on_event(event, n))
 
     # -- events from the ranks ------------------------------------------------------------------
-    def _on_event(self, event):
+    def _on_event(self, event, number: int = 0):
         _, message = event
         kind = message.get("type")
+        with self._lock:
+            current = self._attempt is not None and self._attempt.number == number
+        if not current:        # a late event of an attempt given up for a restart
+            return
         if kind == "steps":
-            records = message["records"]
+            records = [dict(r, attempt=number) for r in message["records"]]
             with self._lock:
+                if number and self.restarts and "resumed_from" not in self.restarts[-1]:
+                    resumed = min(r["step"] for r in records) - 1
+                    self._records = [r for r in self._records if r["step"] <= resumed]
+                    finished = self.restarts[-1]
+                    finished.update(recovery.resumed(finished, resumed))
+                    self.notes.append(recovery.note(finished, self.config.restarts_allowed))
+                else:
+                    finished = None
                 self._records.extend(records)
                 if self._status == STARTING:
                     self._status = RUNNING
                 callbacks = list(self._callbacks)
+            if finished is not None:
+                self._announce(finished)
             for callback in callbacks:
                 callback(records)
         elif kind == STARTED and "server" in message:
@@ -78,7 +130,8 @@ class Run:
         elif kind == TOPOLOGY:
             self.topology[message["rank"]] = message
         elif kind == STARTUP:
-            self.startup[message["rank"]] = message
+            if number == 0:
+                self.startup[message["rank"]] = message
         elif kind == INFO:
             if message["message"] not in self.notes:
                 self.notes.append(message["message"])
@@ -105,9 +158,30 @@ class Run:
         if backlog:
             callback(backlog)
 
+    def on_restart(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback(restart)`` when the run restarts (with the new ranks) and again
+        once it has resumed (with the step it resumed from, steps redone, seconds lost)."""
+        with self._lock:
+            self._restart_callbacks.append(callback)
+
+    def _announce(self, restart: dict) -> None:
+        """Tell the views and every subscriber of the run's topic about a restart."""
+        with self._lock:
+            callbacks = list(self._restart_callbacks)
+        for callback in callbacks:
+            try:
+                callback(dict(restart))
+            except Exception:
+                pass
+        try:
+            self.client.log_event(self.topic, {"type": RESTART, **restart})
+        except Exception:
+            pass
+
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per rank and reported step, growing while the run goes on."""
+        """One row per rank and reported step, growing while the run goes on (after a
+        restart, the steps redone replace those of the attempt that was lost)."""
         with self._lock:
             records = list(self._records)
         frame = pd.DataFrame(records)
@@ -115,86 +189,117 @@ class Run:
             pd.DataFrame(columns=METRIC_COLUMNS)
 
     # -- lifetime -------------------------------------------------------------------------------
-    def _unsubscribe(self):
+    def _unsubscribe(self, topic: str):
         if self.client.status not in ("closing", "closed"):
-            self.client.unsubscribe_topic(self.topic)
-
-    @property
-    def stop_event_name(self) -> str:
-        return self._stop_event.name
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:
+                pass
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
 
-    def _watch(self, rank_futures, server_futures):
-        """Follow the tasks: the first failure stops everything; when every rank has
-        finished, the servers are told to stop too."""
+    def _start_watching(self) -> None:
+        threading.Thread(target=self._supervise, daemon=True,
+                         name=f"parallax-watch-{self.run_id}").start()
+        threading.Thread(target=self._watch_workers, daemon=True,
+                         name=f"parallax-workers-{self.run_id}").start()
+
+    def _supervise(self):
+        """Follow attempt after attempt until the run is over."""
+        try:
+            while True:
+                attempt = self._attempt
+                self._watch(attempt)
+                if not recovery.after_attempt(self, attempt):
+                    break
+        except Exception as exc:   # never leave the run unfinished
+            with self._lock:
+                self.error = self.error or exc
+                if self._status != STOPPED:
+                    self._status = FAILED
+        finally:
+            self._finish()
+
+    def _watch(self, attempt):
+        """Follow one attempt's tasks: the first failure stops the others; when every rank
+        has finished, the servers are told to stop too."""
         from distributed import as_completed
 
-        ranks_left = len(rank_futures)
-        self._futures = list(rank_futures) + list(server_futures)
+        rank_keys = {f.key for f in attempt.rank_futures}
+        ranks_left = len(rank_keys)
         try:
-            for future in as_completed(list(rank_futures) + list(server_futures)):
-                is_rank = future in rank_futures
+            for future in as_completed(attempt.futures):
+                is_rank = future.key in rank_keys
                 if future.status == "error":
-                    self._fail(future.exception())
+                    self._fail(attempt, future.exception())
                 elif future.status == "cancelled":
-                    self._fail(ParallaxError(f"task {future.key} was cancelled"))
+                    if future.key not in attempt.cancelled:
+                        self._fail(attempt, ParallaxError(f"task {future.key} was cancelled"))
                 else:
                     outcome = future.result()
                     if outcome.get("error") is not None:   # the process failed
-                        self._fail(outcome["error"])
+                        self._fail(attempt, outcome["error"])
                     elif is_rank:
                         self._outcomes[outcome["rank"]] = outcome
                 if is_rank:
                     ranks_left -= 1
                     if ranks_left == 0:
-                        self._stop_event.set()   # the servers' work is done
+                        attempt.stop_event.set()   # the servers' work is done
         except Exception as exc:  # the client lost the scheduler, for example
-            self._fail(exc)
-        finally:
-            self._finish()
+            self._fail(attempt, exc)
 
     def abort(self):
-        """Undo a launch that failed half way (the caller sets the stop event)."""
+        """Undo a launch that failed half way (its attempt stopped what it had started)."""
         self._finish()
 
     def _watch_workers(self):
-        """A Dask worker that leaves the cluster takes its rank with it: fail the run."""
-        while not self._done.wait(1.0):
+        """A Dask worker that leaves the cluster takes its rank (or server) with it: fail
+        the attempt at once (its tasks there never report back: they are cancelled), so
+        the run fails, or restarts, within a second of the worker going."""
+        while not self._done.wait(WORKER_POLL_SECONDS):
+            attempt = self._attempt
+            if attempt is None or attempt.lost_workers:
+                continue
             try:
-                alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+                alive = set(self.client.nthreads())
             except Exception:
                 continue
-            gone = [s for s in self.slots if s.device.worker not in alive]
+            gone = sorted(w for w in attempt.workers if w not in alive)
             if gone:
-                slot = gone[0]
-                self._fail(RankError(slot.rank, slot.host, f"Dask worker {slot.device.worker} "
-                                                           f"left the cluster"))
-                # The lost worker's task never reports back; the others stop on the stop
-                # event. Give them time to clean up, then cancel what is left.
-                if not self._done.wait(LOST_WORKER_GRACE_SECONDS):
-                    self.client.cancel(self._futures)
-                return
+                attempt.lost_workers = gone
+                self._fail(attempt, lost_worker_error(attempt, gone[0]))
+                lost = [f for f, s in zip(attempt.rank_futures, attempt.slots)
+                        if s.device.worker in gone]
+                lost += [f for f in attempt.server_futures
+                         if attempt.server_worker_of(f.key) in gone]
+                attempt.cancelled.update(f.key for f in lost)
+                try:
+                    self.client.cancel(lost)
+                except Exception:
+                    pass
 
-    def _fail(self, exc: BaseException):
-        """Record a failure and stop every task. When one rank fails, Horovod shuts down on
-        the others and their errors echo it; the first error that is not such an echo is
-        the one reported."""
+    def _fail(self, attempt, exc: BaseException):
+        """Record a failure of ``attempt`` and stop its tasks. Which error is reported, and
+        whether the run restarts, is decided once they are all over (`recovery`); where no
+        restart can follow, the run shows as failed at once."""
         with self._lock:
             if self._status == STOPPED:
                 return
-            first = self.error is None
-            if first or (_is_echo(self.error) and not _is_echo(exc)):
-                self.error = exc
-            self._status = FAILED
+            first = not attempt.errors
+            attempt.errors.append(exc)
+            if first:
+                attempt.failed_at = time.time()
+            if not recovery.may_restart(self, exc):
+                self.error = recovery.primary(attempt.errors)
+                self._status = FAILED
         if first:
-            self._stop_event.set()
+            attempt.stop_event.set()
 
     def _finish(self):
         # Step events of the last moments may still be on their way: wait for them briefly.
         deadline = time.time() + 2.0
-        while (self.error is None and self._status != STOPPED
+        while (self.error is None and self._status != STOPPED and self._attempt is not None
                and len(self.ranks_done) < len(self.slots) and time.time() < deadline):
             time.sleep(0.05)
         with self._lock:
@@ -202,8 +307,14 @@ class Run:
                 self._status = FINISHED
         self.finished_at = time.time()
         try:
+            if self._attempt is not None:
+                self._attempt.close()
+                self._unsubscribe(self._attempt.topic)
             for cleanup in self._cleanups:
-                cleanup()
+                try:
+                    cleanup()
+                except Exception:
+                    pass
         finally:
             self._done.set()
 
@@ -218,9 +329,22 @@ class Run:
         return self._done.is_set()
 
     def wait(self, timeout: Optional[float] = None) -> "Run":
-        """Block until the run is over; raise its error if it failed."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.run_id} still {self.status} after {timeout} s")
+        """Block until the run is over; raise its error if it failed.
+
+        Ctrl-C (KeyboardInterrupt) while waiting stops the run, as ``%parallax wait`` does:
+        its ranks and servers end and their files go before the interrupt is re-raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._done.wait(WAIT_POLL_SECONDS if deadline is None else
+                                      max(0.0, min(WAIT_POLL_SECONDS,
+                                                   deadline - time.monotonic()))):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"run {self.run_id} still {self.status} after "
+                                       f"{timeout} s")
+        except KeyboardInterrupt:
+            self.stop()
+            raise
         if self.error is not None:
             raise self.error
         return self
@@ -228,33 +352,57 @@ class Run:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every rank; returns once they are all gone (or raises after ``timeout``)."""
         with self._lock:
+            self._stop_requested = True
             if self._status in (STARTING, RUNNING):
                 self._status = STOPPED
-        self._stop_event.set()
+            attempt = self._attempt
+        if attempt is not None:
+            attempt.stop_event.set()
         if not self._done.wait(timeout):
             raise TimeoutError(f"run {self.run_id}: ranks still running {timeout} s after stop")
 
     def result(self, timeout: Optional[float] = None) -> Dict[str, "object"]:
-        """The trained variables of rank 0, ``{name: numpy array}``."""
+        """The trained variables of rank 0, ``{name: numpy array}`` (Ctrl-C stops the run,
+        as in ``wait``)."""
         self.wait(timeout)
         if self.status == STOPPED:
             raise RunStopped(f"run {self.run_id} was stopped before it finished")
         return self._outcomes[0]["result"]
 
     def report(self):
-        """Throughput, loss, placement: a RunReport (text in a terminal, HTML in Jupyter)."""
+        """Throughput, loss, placement, restarts: a RunReport (text in a terminal, HTML in
+        Jupyter)."""
         from .report import build_report
 
         return build_report(self)
 
     def __repr__(self):
-        return f"<Run {self.run_id} {self.mode} {len(self.slots)} rank(s): {self.status}>"
+        restarts = f", {len(self.restarts)} restart(s)" if self.restarts else ""
+        return (f"<Run {self.run_id} {self.mode} {len(self.slots)} rank(s): "
+                f"{self.status}{restarts}>")
+
+
+def lost_worker_error(attempt, worker: str) -> ParallaxError:
+    """The error of a Dask worker that left: its first rank's, else its server's."""
+    for slot in attempt.slots:
+        if slot.device.worker == worker:
+            error = RankError(slot.rank, slot.host, f"Dask worker {worker} left the cluster")
+            break
+    else:
+        task = attempt.server_workers.index(worker)
+        error = ServerError(task, attempt.server_hosts[task],
+                            (attempt.server_addresses or ("?",) * (task + 1))[task],
+                            f"Dask worker {worker} left the cluster")
+    error.lost = True
+    return error
 
 
 HOROVOD_SHUTDOWN = "Horovod has been shut down"
-LOST_WORKER_GRACE_SECONDS = 10.0
+WORKER_POLL_SECONDS = 0.25   # how often the client asks the scheduler which workers live
+WAIT_POLL_SECONDS = 0.2      # wait() wakes up this often (Ctrl-C is seen between waits)
 
 
 def _is_echo(exc) -> bool:
-    """An error caused by another rank's failure (Horovod shut down under this one)."""
-    return HOROVOD_SHUTDOWN in str(exc)
+    """An error caused by another rank's failure (Horovod shut down under this one, or
+    another rank's non-finite values stopping this one)."""
+    return HOROVOD_SHUTDOWN in str(exc) or ECHO_NONFINITE in str(exc)

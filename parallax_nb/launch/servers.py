@@ -38,10 +38,10 @@ def server_appliers(placed, slots) -> Tuple[int, ...]:
     return tuple(first[worker] for _, worker in placed)
 
 
-def start_servers(client, run, selection, count: int, timeout: float):
+def start_servers(client, run, selection, count: int, timeout: float, key_suffix: str = ""):
     """Pick every server's address, start the server processes (all but the chief's) and
-    wait until they listen. Returns (addresses in task order, (host, worker) per server,
-    the server tasks' futures)."""
+    wait until they listen (``run``'s current attempt: its topic and stop event). Returns
+    (addresses in task order, (host, worker) per server, the server tasks' futures)."""
     placed = server_workers(selection, count)
     addresses = tuple(client.run(free_port, workers=[worker])[worker] for _, worker in placed)
     specs = [ServerSpec(run.run_id, task, host, addresses, run.topic, run.stop_event_name,
@@ -49,18 +49,22 @@ def start_servers(client, run, selection, count: int, timeout: float):
              for task, (host, _) in enumerate(placed) if task != IN_CHIEF]
     futures = [client.submit(run_server, spec, workers=[placed[spec.task][1]],
                              allow_other_workers=False, pure=False, retries=0,
-                             key=f"parallax-ps-{run.run_id}-{spec.task}")
+                             key=f"parallax-ps-{run.run_id}-{spec.task}{key_suffix}")
                for spec in specs]
     deadline = time.time() + timeout
-    while len(run.servers_started) < len(specs):
-        for future in futures:
-            if future.status in ("error", "cancelled"):
-                raise future.exception()
-            if future.status == "finished":     # a server ends only by failing, here
-                raise future.result()["error"]
-        if time.time() > deadline:
-            missing = sorted({s.task for s in specs} - set(run.servers_started))
-            raise ParallaxError(f"parameter server(s) {missing} did not start within "
-                                f"{timeout:g} s (Config.start_timeout)")
-        time.sleep(0.05)
+    try:
+        while len(run.servers_started) < len(specs):
+            for future in futures:
+                if future.status in ("error", "cancelled"):
+                    raise future.exception()
+                if future.status == "finished":     # a server ends only by failing, here
+                    raise future.result()["error"]
+            if time.time() > deadline:
+                missing = sorted({s.task for s in specs} - set(run.servers_started))
+                raise ParallaxError(f"parameter server(s) {missing} did not start within "
+                                    f"{timeout:g} s (Config.start_timeout)")
+            time.sleep(0.05)
+    except BaseException:      # an interrupt too: the started servers go (stop event set
+        client.cancel(futures)  # by the caller; cancelled futures free their keys)
+        raise
     return addresses, placed, futures

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import List, Optional
 from urllib.parse import urlparse
 
 from ..errors import RankError, ServerError
@@ -68,7 +69,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
     from distributed import Event, get_worker, secede
 
     worker = get_worker()
+    key = worker.get_current_task()
     secede()  # a run can take hours: do not hold one of the worker's task threads
+    sweep_stale_workdirs()
     prefix = f"parallax-{spec.run_id}-{label}-"
     spare = warm.take() if spec.config.warm_start else None
     workdir = spare.claim(prefix) if spare else tempfile.mkdtemp(prefix=prefix)
@@ -96,7 +99,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
     stopped = False
     try:
         while process.poll() is None:
-            if stop.is_set():
+            # stopped by the run, or nobody wants the result any more (the client that
+            # launched the run is gone, or cancelled it): the process goes with the run
+            if stop.is_set() or not _wanted(worker, key):
                 stopped = True
                 break
             time.sleep(0.25)
@@ -111,8 +116,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
         if process.returncode != 0 or must_run_until_stopped:
             error = forwarder.error or {}
             message = error.get("message") or how_it_ended(process.returncode, kills_before)
-            return {"status": "failed", "pid": process.pid,
-                    "error": failure(message, error.get("traceback") or tail(log_path))}
+            failed = failure(message, error.get("traceback") or tail(log_path))
+            failed.lost = not error   # killed or crashed, not a Python error of its own
+            return {"status": "failed", "pid": process.pid, "error": failed}
         result = None
         if getattr(spec, "result_file", None) and os.path.exists(spec.result_file):
             with open(spec.result_file, "rb") as f:
@@ -120,6 +126,53 @@ def _supervise(module, spec, label, prepare, environment, failure,
         return {"status": "finished", "pid": process.pid, "result": result}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wanted(worker, key) -> bool:
+    """Whether the scheduler still wants this task's result (a task whose client left, or
+    that was cancelled, is 'cancelled' on the worker while its thread still runs)."""
+    try:
+        task = worker.state.tasks.get(key)
+    except Exception:
+        return True
+    return task is not None and task.state not in ("cancelled", "released", "forgotten")
+
+
+STALE_SECONDS = 60.0
+_WORKDIR = re.compile(r"^parallax-(warm|[0-9a-f]{10}-(rank|ps)\d+)-")
+
+
+def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
+    """Remove the work directories of processes that are gone without cleaning up (a
+    process and its worker killed together): ``parallax-<run>-rank*``, ``-ps*`` and
+    ``parallax-warm-*`` folders in the temporary directory that no live process works in
+    and that are older than a minute. Returns what it removed."""
+    import psutil
+
+    root = root or tempfile.gettempdir()
+    try:
+        candidates = [os.path.join(root, name) for name in os.listdir(root)
+                      if _WORKDIR.match(name)]
+    except OSError:
+        return []
+    now = time.time()
+    candidates = [path for path in candidates if os.path.isdir(path) and
+                  now - os.path.getmtime(path) > STALE_SECONDS]
+    if not candidates:
+        return []
+    in_use = set()
+    for process in psutil.process_iter(["cwd"]):
+        try:
+            if process.info["cwd"]:
+                in_use.add(process.info["cwd"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    removed = []
+    for path in candidates:
+        if not any(cwd == path or cwd.startswith(path + os.sep) for cwd in in_use):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def terminate(process: subprocess.Popen) -> None:

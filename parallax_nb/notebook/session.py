@@ -60,6 +60,8 @@ class NotebookSession:
         self.run, self.panel = run, panel
         self.run_view = RunView(run.config.steps, [slot.rank for slot in run.slots])
         run.on_metrics(self.run_view.add)
+        if hasattr(run, "on_restart"):
+            run.on_restart(self.run_view.restarted)
         if panel is not None:
             panel.attach(run, self.run_view)
 

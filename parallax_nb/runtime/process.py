@@ -18,15 +18,24 @@ def exit_as_orphan(workdir: str) -> None:
     os._exit(3)
 
 
-def exit_with_parent(workdir: str, poll_seconds: float = 1.0) -> None:
-    """Die when the supervising Dask worker dies, so no process outlives its cluster."""
+def exit_with_parent(workdir: str, poll_seconds: float = 0.25) -> None:
+    """Die when the supervising Dask worker dies, so no process outlives its cluster.
+
+    The work directory removed then is the current one at that moment: a spare's directory
+    is renamed for the run that takes it (`launch.warm`), and the process's working
+    directory follows the rename; ``workdir`` is the fallback where it is gone already."""
     parent = os.getppid()
 
     def watch():
         while True:
             time.sleep(poll_seconds)
             if os.getppid() != parent:
-                exit_as_orphan(workdir)
+                try:
+                    current = os.getcwd()
+                except OSError:
+                    current = workdir
+                exit_as_orphan(current if os.path.basename(current).startswith("parallax-")
+                               else workdir)
 
     threading.Thread(target=watch, daemon=True, name="parallax-parent-watch").start()
 

@@ -88,8 +88,11 @@ def main(argv) -> int:
         hvd.shutdown()
         return 0
     except BaseException as exc:  # report everything, including KeyboardInterrupt/SystemExit
+        from ..errors import NonFiniteError
+
         events.send(ERROR, rank=spec.rank, host=spec.host,
-                    message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                    message=f"{type(exc).__name__}: {exc}",
+                    traceback="" if isinstance(exc, NonFiniteError) else traceback.format_exc())
         return 1
 
 

@@ -225,6 +225,7 @@ class Trainer:
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
+                                 peak_rss=peak_rss(),
                                  **{k: int(v) for k, v in traffic.items()}, **phases)
             if self.checkpoints is not None and self.chief and policy.due(step_number):
                 saved = self.checkpoints.save(checkpoint_number=step_number)
@@ -278,6 +279,14 @@ class Trainer:
         if self.servers:
             weights.update(self.servers.values())
         return weights
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far, in bytes (what the memory plan predicts
+    above a TensorFlow process's baseline)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _built(model) -> bool:

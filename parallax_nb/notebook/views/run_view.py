@@ -29,6 +29,7 @@ class RunView:
         self._new_total_points = _series(TOTAL_SERIES)
         self._latest_total: Optional[dict] = None
         self._first_done: Optional[tuple] = None   # (step, time) of the first step all did
+        self.restarts: List[dict] = []              # Run.on_restart's records, newest last
 
     def add(self, records: List[dict]) -> None:
         with self._lock:
@@ -54,6 +55,31 @@ class RunView:
             total["time"] = max(r.get("time") or 0.0 for r in waiting.values())
             self._first_done = self._first_done or (step, total["time"])
             self._latest_total = total
+
+    def restarted(self, restart: dict) -> None:
+        """The run restarted (`Run.on_restart`): follow its new ranks from here; called again
+        with the step it resumed from once it has."""
+        with self._lock:
+            if self.restarts and self.restarts[-1]["restart"] == restart["restart"]:
+                self.restarts[-1] = restart
+                return
+            self.restarts.append(restart)
+            self.ranks = list(range(restart["ranks"]))
+            self._last_step = {rank: 0 for rank in self.ranks}
+            self._waiting = {}
+            self._new_rank_points = {rank: self._new_rank_points.get(rank, _series(RANK_SERIES))
+                                     for rank in self.ranks}
+
+    def restart_text(self) -> str:
+        """``restarted 1x (last: rank 1 on ... lost at step 57, resumed from 50, 9.8 s)``."""
+        with self._lock:
+            if not self.restarts:
+                return ""
+            last = self.restarts[-1]
+        resumed = (f", resumed from {last['resumed_from']}, {last['seconds']:.1f} s"
+                   if "resumed_from" in last else ", restarting")
+        return (f"restarted {len(self.restarts)}x (last: {last['lost']} at step "
+                f"{last['at_step']}{resumed})")
 
     @property
     def steps_done(self) -> int:
@@ -98,7 +124,8 @@ class RunView:
         if latest:
             line += (f"  {latest['examples_per_sec']:,.0f} examples/s, step "
                      f"{latest['step_time'] * 1000:.0f} ms, loss {latest['loss']:.4f}")
-        return line
+        restarts = self.restart_text()
+        return f"{line}\n{restarts}" if restarts else line
 
 
 def _series(names) -> Dict[str, list]:

@@ -111,6 +111,9 @@ class RunPanel(Panel):
             hosts = {slot.host for slot in self.run.slots}
             where = (f" &middot; run {self.run.run_id}, {self.run.mode}, "
                      f"{len(self.run.slots)} rank(s) on {len(hosts)} host(s)")
+            restarts = self.view.restart_text() if self.view is not None else ""
+            if restarts:
+                where += f" &middot; {html.escape(restarts)}"
         self._header.value = (f"<b>{html.escape(self.title)}</b>{where} &middot; "
                               f"<span class='parallax-status'>{html.escape(self.status)}</span>")
 

@@ -16,7 +16,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ..config import MODES, Config
+from ..config import AUTO_MODE, MODES, Config
 from ..errors import ParallaxError, ProgramError
 from ..program import FUNCTIONS, Program, load_program
 from .frontend import widgets_enabled
@@ -105,8 +105,8 @@ def build_parser():
 
 
 def _add_plan_options(parser):
-    parser.add_argument("--mode", type=str.upper, choices=MODES, default="HYBRID",
-                        help="HYBRID (default), PS or AR")
+    parser.add_argument("--mode", type=str.upper, choices=MODES + (AUTO_MODE,),
+                        default="HYBRID", help="HYBRID (default), PS, AR or auto")
     parser.add_argument("--partitions", metavar="P",
                         help="partitions per sparse variable: an int, or auto")
     parser.add_argument("--servers", type=int, metavar="S",

@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice clean
+.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice bench-soak bench-steady-steps clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -41,6 +41,15 @@ bench-step-path: setup
 # mode="auto" against every mode run in full: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts.
 bench-mode-choice: setup
 	$(PY) -m benchmarks.mode_choice
+
+# Runs that survive (#17): 2,400 HYBRID steps with a process killed every 500 steps (about
+# 3 minutes); step times over 3 epochs, before (one tf.data iterator per epoch) and after.
+bench-soak: setup
+	$(PY) -m benchmarks.soak
+
+bench-steady-steps: setup
+	$(PY) -m benchmarks.steady_steps --per-epoch-iterators
+	$(PY) -m benchmarks.steady_steps
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -65,6 +65,7 @@ def kill_mid_run(cluster, run, victim):
 def test_a_run_survives_a_killed_process_and_trains_as_if_nothing_happened(
         cluster, uninterrupted, tmp_path, victim):
     two_hosts(cluster)
+    ports_before = client_ports()
     run = px.train(programs.slow_program(delay=0.02), cluster=cluster, select=2,
                    config=config(tmp_path))
     assert wait_for(lambda: run.servers_started.get(1), timeout=200)
@@ -93,6 +94,14 @@ def test_a_run_survives_a_killed_process_and_trains_as_if_nothing_happened(
     assert wait_until_gone([p.pid for p in run_processes(run.run_id)]) == []
     assert wait_for(lambda: not glob.glob(os.path.join(TMP, f"parallax-{run.run_id}-*")), 10)
     assert not [p for p in os.listdir(tmp_path) if "temp" in p]
+    assert client_ports() == ports_before     # both attempts' rendezvous closed
+
+
+def client_ports():
+    import psutil
+
+    return {c.laddr for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
 
 
 def test_without_a_checkpoint_dir_a_lost_rank_fails_the_run_saying_what_would_recover(cluster):
@@ -108,3 +117,27 @@ def test_without_a_checkpoint_dir_a_lost_rank_fails_the_run_saying_what_would_re
                                            r"sets how often\)"):
         run.wait(timeout=120)
     assert run.restarts == [] and run.status == "failed"
+
+
+def test_with_no_device_to_replace_a_lost_worker_the_run_goes_on_with_fewer_ranks(tmp_path):
+    """A worker leaves for good (closed with its nanny: no replacement comes): the run
+    resumes on the one rank left, which reads dataset_fn(0, 1) from the checkpoint's step;
+    every step once."""
+    with px.connect(local=2) as small:
+        run = px.train(programs.slow_program(delay=0.02), cluster=small, select=2,
+                       config=px.Config(mode="AR", steps=STEPS, batch_size=4,
+                                        checkpoint_dir=str(tmp_path), checkpoint_every_steps=5))
+        assert wait_for(lambda: len(run.metrics) and run.metrics["step"].max() >= 12, 200)
+        worker = run.slots[1].device.worker
+        local = small._owned_cluster        # its LocalCluster: drop the worker's spec, so
+        name = next(n for n, w in local.workers.items() if w.worker_address == worker)
+        del local.worker_spec[name]         # no nanny brings it back
+        local.sync(local._correct_state)
+        run.wait(timeout=300)
+        assert run.status == "finished" and [r["ranks"] for r in run.restarts] == [1]
+        resumed = run.restarts[0]["resumed_from"]
+        frame = run.metrics
+        assert sorted(frame[frame["rank"] == 0]["step"]) == list(range(1, STEPS + 1))
+        assert set(frame[frame["step"] > resumed]["rank"]) == {0}
+        assert "on 1 rank(s)" in [n for n in run.notes if n.startswith("restart 1")][0]
+        assert wait_until_gone([p.pid for p in run_processes(run.run_id)]) == []

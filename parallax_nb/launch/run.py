@@ -173,10 +173,13 @@ class Run:
                 callback(dict(restart))
             except Exception:
                 pass
-        try:
-            self.client.log_event(self.topic, {"type": RESTART, **restart})
-        except Exception:
-            pass
+        def publish():   # not from the client's event loop thread (events arrive there)
+            try:
+                self.client.log_event(self.topic, {"type": RESTART, **restart})
+            except Exception:
+                pass
+
+        threading.Thread(target=publish, daemon=True, name="parallax-restart-event").start()
 
     @property
     def metrics(self) -> pd.DataFrame:

@@ -8,7 +8,8 @@ from .analysis import AnalysisReport, analyze
 from .cluster import ParallaxCluster, Selection, connect
 from .cluster.check import CheckResult, ClusterNotReady, check
 from .config import Config
-from .errors import ConfigError, ParallaxError, ProgramError, RankError, RunStopped
+from .errors import (ConfigError, NonFiniteError, ParallaxError, ProgramError, RankError,
+                     RunStopped)
 from .launch import Run, train
 from .program import Program
 from .reference import reference
@@ -17,7 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",
-           "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped", "reference"]
+           "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped",
+           "NonFiniteError", "reference"]
 
 
 def load_ipython_extension(ipython):

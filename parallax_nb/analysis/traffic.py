@@ -48,23 +48,3 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000.0
     return f"{n:.1f} TB"
-
-
-def _greedy_by_bytes(pieces, servers):
-    """Largest piece first onto the least-loaded server (ties: lowest server index)."""
-    load = [0] * servers
-    assignment = {}
-    for vi, p, _, _, size in sorted(pieces, key=lambda x: (-x[4], x[0], x[1])):
-        target = min(range(servers), key=lambda s: (load[s], s))
-        load[target] += size
-        assignment[(vi, p)] = target
-    return assignment
-
-
-def server_loads(placements: Sequence[VariablePlacement], servers: int) -> List[int]:
-    """Bytes held by each server."""
-    load = [0] * servers
-    for vp in placements:
-        for part in vp.partitions:
-            load[part.server] += part.bytes
-    return load

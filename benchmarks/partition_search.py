@@ -81,13 +81,14 @@ def sweep(program, cluster, run, upto: int, rounds: int) -> List[dict]:
 
 
 def sweep_trial(program, cluster, selection, run, names, partitions: int, round_: int) -> dict:
+    from parallax_nb.plan import Trials
     from parallax_nb.tuning import TrialFailed
-    from parallax_nb.tuning.trials import time_trial
 
+    trials = Trials(cluster, selection, program.check_picklable(), program.name or "program")
+    config = run.config.replace(partitions={name: partitions for name in names})
     began = time.monotonic()
     try:
-        seconds, error = time_trial(program, cluster, selection, run.config, run.analysis,
-                                    names, partitions), None
+        seconds, error = trials.seconds_per_step(config, run.analysis), None
     except TrialFailed as exc:
         seconds, error = None, str(exc)
     print(f"  sweep round {round_} P={partitions}: "

@@ -1,6 +1,6 @@
 """parallax_nb: sparsity-aware data-parallel training (Parallax) on Dask, from notebooks.
 
-Data flows one way: Program -> analysis -> placement plan -> launch on Dask -> runtime
+Data flows one way: Program -> analysis -> plan (searches, memory) -> launch on Dask -> runtime
 (ranks, parameter servers) -> events -> notebook views. This module is the public API.
 """
 from . import tf_env  # noqa: F401  (must run before TensorFlow is imported)
@@ -10,9 +10,10 @@ from .cluster.check import CheckResult, ClusterNotReady, check
 from .config import Config
 from .errors import (ConfigError, NonFiniteError, ParallaxError, ProgramError, RankError,
                      RunStopped)
-from .launch import Run, train
+from .launch import Run
 from .program import Program
 from .reference import reference
+from .training import train
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .config import AUTO_MODE, MODES, Config
 from .errors import ParallaxError
@@ -80,7 +81,7 @@ def run_train(args) -> int:
     from tqdm import tqdm
 
     from .cluster import connect
-    from .launch import train
+    from .training import train
     from .program import load_program
 
     program = load_program(args.program)
@@ -91,7 +92,14 @@ def run_train(args) -> int:
         cluster = connect(local=args.local, slots_per_worker=args.slots_per_worker)
     try:
         run = train(program, cluster=cluster, select=args.ranks, config=config)
-        print(run.analysis)
+        try:
+            while run.status == "planning":   # trials print as they end (stderr)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            run.stop()
+            raise
+        if run.analysis is not None:
+            print(run.analysis)
         with tqdm(total=config.steps, desc=f"{run.mode} x{len(run.slots)}", unit="step",
                   file=sys.stderr) as bar:
             run.on_metrics(lambda records: bar.update(

@@ -46,7 +46,7 @@ class Config:
         ``batch_size`` argument (otherwise the dataset decides).
     partitions: partitions per sparse variable: "auto" (the default) searches the count for
         sparse variables larger than ``partition_search_min_bytes`` before training (see
-        `parallax_nb.tuning`; `px.train` blocks during the search) and gives smaller ones one
+        `parallax_nb.tuning`; the run shows "planning" during the search) and gives smaller ones one
         partition per server; an int fixes it for all of them, a dict
         ``{variable name: int}`` per variable (others: one per server), None means one per
         parameter server. Fixing it skips the search; do so when resuming from a checkpoint,

@@ -75,7 +75,7 @@ def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str,
     """
     tf = tensorflow()
     from tensorflow.python.framework import ops
-    from tensorflow.python.ops import handle_data_util, resource_variable_ops
+    from tensorflow.python.ops import handle_data_util
 
     shape = tf.TensorShape(shape)
     with ops.init_scope(), tf.device(device):

@@ -165,7 +165,7 @@ class Report:
 
 def rank_case(report, cluster, selection, title, kind):
     """Assign ranks to ``selection`` and have each rank's process say what it sees."""
-    from parallax_nb.launch.rendezvous import assign_ranks
+    from parallax_nb.cluster.ranks import assign_ranks
 
     slots = assign_ranks(selection)
     futures = []
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
             return 2
     try:
         import parallax_nb as px
-        from parallax_nb.launch.rendezvous import assign_ranks  # noqa: F401 (needs horovod.runner)
+        from parallax_nb.cluster.ranks import assign_ranks  # noqa: F401 (needs horovod.runner)
         import horovod  # noqa: F401
         if not args.cpu:
             from dask_cuda import LocalCUDACluster

@@ -226,7 +226,7 @@ def test_two_machines_pass_until_a_hostname_resolves_to_loopback():
         assert result.ok, str(result)
         assert result.machines == 2 and len(result.hosts) == 2
         second = worker_named(cluster, hosts.hosts[1].label)
-        assert f"reached from 1 worker(s) on other machine(s)" in result.row(second, "tcp").value
+        assert "reached from 1 worker(s) on other machine(s)" in result.row(second, "tcp").value
         assert result.row(second, "interface").value.startswith(
             f"HOROVOD_GLOO_IFACE={hosts.hosts[1].inner}")
         # the second machine's hostname now resolves to loopback (Debian's 127.0.1.1 habit)
@@ -279,12 +279,10 @@ def test_cli_prints_the_table_and_exits_non_zero_on_failure(mixed):
     assert "fix: rebuild Horovod with its TensorFlow ops" in done.stdout
 
 
-def test_magic_checks_the_session_cluster(healthy, capsys):
-    from IPython.testing.globalipapp import start_ipython
-
+def test_magic_checks_the_session_cluster(healthy, capsys, ipython):
     from parallax_nb.notebook import current_session
 
-    shell = start_ipython()
+    shell = ipython
     shell.run_line_magic("load_ext", "parallax_nb")
     session = current_session()
     session.connect(healthy.client)

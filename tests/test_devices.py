@@ -3,7 +3,7 @@ import pytest
 
 from parallax_nb.cluster.devices import Device, devices_from_probes, visible_gpus
 from parallax_nb.cluster.selection import Selection, SelectionError, resolve, select
-from parallax_nb.launch.rendezvous import assign_ranks
+from parallax_nb.cluster.ranks import assign_ranks
 
 GPUS = [{"index": i, "uuid": f"GPU-{i}aaa-{i}", "name": "Test GPU", "memory_total": 16 << 30,
          "memory_used": 1 << 30, "utilization": 10.0 * i} for i in range(4)]

@@ -7,7 +7,6 @@ import dask
 import distributed  # noqa: F401  (its config defaults must exist before dask.config.set)
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import programs
 from programs import CELL
@@ -18,8 +17,8 @@ from parallax_nb.notebook import current_session
 
 
 @pytest.fixture(scope="module")
-def shell():
-    ip = start_ipython()
+def shell(ipython):
+    ip = ipython
     ip.run_line_magic("load_ext", "parallax_nb")
     yield ip
     current_session().close()

@@ -1,7 +1,10 @@
 """mode="auto": the choice from predicted bytes, memory and measured trials."""
+import re
+
 import pytest
 
 import parallax_nb as px
+from parallax_nb.plan import Planning, SearchCancelled
 from parallax_nb.tuning import TrialFailed, choose_mode
 
 MODES = ("HYBRID", "AR", "PS")
@@ -28,11 +31,21 @@ def test_a_mode_moving_far_fewer_bytes_is_chosen_without_a_trial():
 
 def test_on_one_machine_every_mode_is_timed_and_the_fastest_wins():
     measure, asked = measuring({"HYBRID": 0.012, "AR": 0.009, "PS": 0.020})
-    progress = []
-    choice = choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, True), measure,
-                         on_trial=lambda i, n, mode, s: progress.append((i, n, mode, s)))
+    planning = Planning()
+    seen = []
+    planning.on_trial(seen.append)
+    choice = choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, True),
+                         planning.measured("mode", 6, measure, str))
     assert choice.mode == "AR" and asked == list(MODES)
-    assert progress == [(1, 3, "HYBRID", 0.012), (2, 3, "AR", 0.009), (3, 3, "PS", 0.020)]
+    assert [(t.number, t.setting, t.running, t.seconds_per_step) for t in seen] == [
+        (1, "HYBRID", True, None), (1, "HYBRID", False, 0.012), (2, "AR", True, None),
+        (2, "AR", False, 0.009), (3, "PS", True, None), (3, "PS", False, 0.020)]
+    assert planning.records == [t for t in seen if not t.running]
+    planning.cancel()
+    with pytest.raises(SearchCancelled, match="stopped during its searches"):
+        choose_mode(dict.fromkeys(MODES, 0.0), dict.fromkeys(MODES, True),
+                    planning.measured("mode", 6, measure, str))
+    assert asked == list(MODES)                     # no trial after the cancel
     assert list(choice.to_frame()["seconds_per_step"]) == [0.012, 0.009, 0.020]
     assert "the fastest of 3 measured trials" in choice.summary()
 
@@ -71,7 +84,7 @@ def test_auto_is_a_mode_the_config_accepts_and_the_analysis_plans_with_its_recom
 
 
 @pytest.mark.timeout(600)
-def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest():
+def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest(capfd):
     import programs
     from cluster_tools import cluster_children, wait_until_gone
 
@@ -83,6 +96,16 @@ def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest():
         children = [p.pid for p in cluster_children(cluster)]
     choice = run.mode_choice.to_frame().set_index("mode")
     assert sorted(choice.index) == ["AR", "HYBRID", "PS"]
+    # each trial reported as it ended: in run.planning, and on the terminal (stderr)
+    trials = run.planning.records
+    assert [t.search for t in trials] == ["mode"] * len(trials) and 3 <= len(trials) <= 6
+    assert [t.number for t in trials] == list(range(1, len(trials) + 1))
+    assert sorted({t.setting for t in trials}) == ["AR", "HYBRID", "PS"]
+    printed = capfd.readouterr().err
+    for trial in trials:
+        assert f"run {run.run_id}: {trial.text()}" in printed
+        assert re.fullmatch(r"mode search: trial \d of at most 6, (AR|PS|HYBRID): "
+                            r"\d+\.\d\d ms/step", trial.text())
     assert choice["seconds_per_step"].notna().all()            # one machine: all timed
     assert run.mode == choice["seconds_per_step"].idxmin() == run.mode_choice.mode
     assert run.mode_choice.summary() in run.notes

@@ -68,3 +68,32 @@ def test_run_panel_shows_an_error_before_the_run_started():
     panel.fail(px.ProgramError("model_fn() raised NameError: name 'Dnse' is not defined"))
     assert panel.text().startswith("toy: failed\nerror: model_fn() raised NameError")
     assert "Dnse" in panel.widget.children[-1].value
+
+
+def test_run_panel_shows_each_search_trial_running_then_with_its_figure():
+    from parallax_nb.plan import Planning
+    from parallax_nb.tuning import TrialFailed
+
+    panel = RunPanel("lm")
+    planning = Planning()
+    planning.on_trial(panel._show_trial)
+    shown = []
+
+    def measure(partitions):
+        shown.append(panel._trials.value)           # what the panel shows during the trial
+        if partitions == 4:
+            raise TrialFailed("RankError: out of memory")
+        return 0.0123 * partitions
+
+    trial = planning.measured("partitions", 5, measure, lambda p: f"P={p}")
+    trial(1)
+    try:
+        trial(4)
+    except TrialFailed:
+        pass
+    assert shown == ["partitions search: trial 1 of at most 5, P=1: running",
+                     "partitions search: trial 1 of at most 5, P=1: 12.30 ms/step<br>"
+                     "partitions search: trial 2 of at most 5, P=4: running"]
+    assert panel._trials.value.split("<br>") == [
+        "partitions search: trial 1 of at most 5, P=1: 12.30 ms/step",
+        "partitions search: trial 2 of at most 5, P=4: failed: RankError: out of memory"]

@@ -18,8 +18,10 @@ from benchmarks import partition_search as benchmark
 from cluster_tools import cluster_children, wait_for, wait_until_gone
 from parallax_nb.examples import language_model
 from parallax_nb.launch.report import RunReport
+from parallax_nb.launch.checks import DevicesInUse
+from parallax_nb.plan import searched_variables
 from parallax_nb.tuning import (PartitionSearch, Sample, SearchFailed, TrialFailed, cost_model,
-                                search_partitions, searched_variables)
+                                search_partitions, trial_bound)
 from parallax_nb.tuning.partition_search import fit_cost_model, minimum_partitions
 
 
@@ -126,6 +128,35 @@ def test_every_trial_failing_says_what_failed_and_what_to_do():
 def test_bad_bounds_are_refused():
     with pytest.raises(ValueError, match="minimum <= start <= maximum"):
         search_partitions(cost(1, 0, 0), start=8, minimum=1, maximum=4)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_trial_bound_holds_for_any_costs_and_is_reached(seed):
+    """What "trial i of at most n" in the run panel promises."""
+    rng = np.random.default_rng(seed)
+    minimum = int(rng.integers(1, 4))
+    start = int(rng.integers(minimum, 40))
+    maximum = int(rng.integers(start, 5000))
+    a, b, c = rng.uniform(0, 5), rng.uniform(0, 0.1), rng.uniform(0, 1)
+    fails_below = int(rng.integers(0, 3)) * start    # some runs fail their first trials
+    noise = rng.uniform(0.8, 1.2, size=64)
+
+    def measure(partitions):
+        if partitions < fails_below:
+            raise TrialFailed("out of memory")
+        return cost(a, b, c)(partitions) * noise[partitions % 64]
+
+    try:
+        search = search_partitions(measure, start, minimum, maximum)
+        count = len(search.samples)
+    except SearchFailed:
+        count = None
+    bound = trial_bound(start, minimum, maximum)
+    if count is not None:
+        assert count <= bound
+    assert trial_bound(8, 1, 1024) == 1 + 7 + 3
+    # a cost that keeps falling to the maximum uses every doubling
+    assert len(search_partitions(cost(1e6, 0, 0), 8, 8, 1024).samples) == trial_bound(8, 8, 1024)
 
 
 def test_search_time_is_the_whole_search_and_each_trial_its_own():
@@ -282,16 +313,22 @@ def test_quick_benchmark_compares_with_a_sweep_and_writes_its_figures(quick_benc
 
 
 @pytest.mark.timeout(300)
-def test_interrupting_the_search_stops_its_trial_and_leaves_nothing_running():
-    """What Jupyter's "interrupt kernel" does (SIGINT to the kernel) during a trial: the
-    KeyboardInterrupt reaches the caller of px.train, and the trial's ranks and servers stop."""
+def test_a_searching_run_plans_in_the_background_shows_its_trials_and_stops_cleanly():
+    """px.train returns at once with a run that plans; its trials are reported as they start;
+    the devices are the run's meanwhile; Ctrl-C in run.wait() (Jupyter's "interrupt kernel")
+    stops the trial under way, launches nothing and leaves no process."""
     program = language_model.make_program(vocab=20_000, dim=32, hidden=64, context=8,
                                           num_sampled=256, examples=4_096)
     config = px.Config(mode="HYBRID", steps=10, batch_size=32,
                        partition_search_min_bytes=2**20,     # both tables (2.6, 5.1 MB)
                        search_window_steps=100_000)          # a trial that would not end
     with px.connect(local=2) as cluster:
-        started = []
+        run = px.train(program, cluster=cluster, select=2, config=config, progress=False)
+        assert run.status == "planning" and run.slots == [] and run.analysis is None
+        seen = []
+        run.planning.on_trial(seen.append)
+        with pytest.raises(DevicesInUse, match=f"in use by run {run.run_id}"):
+            px.train(program, cluster=cluster, select=2, config=config.replace(partitions=1))
 
         def trial_has_trained():
             """A step record of the trial on any run's Dask event topic."""
@@ -299,13 +336,23 @@ def test_interrupting_the_search_stops_its_trial_and_leaves_nothing_running():
             return any(isinstance(message, dict) and message.get("type") == "steps"
                        for events in topics.values() for _, message in events)
 
+        started = []
+
         def interrupt_once_the_trial_trains():
             started.append(wait_for(trial_has_trained, timeout=120, interval=0.5))
-            if started[0]:
-                os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=interrupt_once_the_trial_trains, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
-            px.train(program, cluster=cluster, select=2, config=config)
+            run.wait()
         assert started == [True]                     # the trial was training
+        assert run.status == "stopped" and run.done and run.error is None
+        # P = 1, 2, 4 ... 16384 (the tables have 20,000 rows): 15 trials at most
+        assert seen[0].text() == "partitions search: trial 1 of at most 15, P=1: running"
+        assert run.planning.records == []            # stopped before its first trial ended
+        assert run.metrics.empty and "stopped" in str(run.report())
         assert wait_until_gone([p.pid for p in cluster_children(cluster)], timeout=15) == []
+        # the devices went with the run
+        again = px.train(program, cluster=cluster, select=2, config=config.replace(
+            partitions=1, steps=2))
+        assert again.wait(timeout=120).status == "finished"

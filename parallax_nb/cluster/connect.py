@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import logging
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import pandas as pd
 
@@ -17,6 +17,11 @@ from .selection import Selection, Selector, resolve, select
 
 class ClusterError(ParallaxError):
     """The Dask cluster cannot be reached or used."""
+
+
+# Functions run on every worker by `ParallaxCluster.release_spares`, each returning how many
+# spare processes it ended; `launch.warm` adds its own when imported.
+SPARE_RELEASERS: List[Callable[[], int]] = []
 
 
 class ParallaxCluster:
@@ -82,10 +87,9 @@ class ParallaxCluster:
     # -- lifetime -----------------------------------------------------------------------------
     def release_spares(self) -> int:
         """End the spare processes the workers keep for the next run (``Config.warm_start``);
-        returns how many there were."""
-        from ..launch.warm import release
-
-        return sum(self.client.run(release).values())
+        returns how many there were. `launch.warm`, which starts them, registers how to end
+        them in `SPARE_RELEASERS` (the cluster layer stays below the launch layer)."""
+        return sum(sum(self.client.run(release).values()) for release in SPARE_RELEASERS)
 
     def close(self):
         """Close the client, and the cluster too when this SDK started it. The workers'

@@ -15,7 +15,8 @@ from ..config import HOROVOD_DEFAULTS
 from ..events import topic_of
 from ..runtime.spec import RankSpec
 from .checks import check_checkpoint_dir
-from .rendezvous import Rendezvous, assign_ranks
+from ..cluster.ranks import assign_ranks
+from .rendezvous import Rendezvous
 from .servers import IN_CHIEF, server_appliers, server_workers, start_servers
 from .supervisor import run_rank
 

@@ -111,8 +111,10 @@ def build_report(run) -> RunReport:
         ranks_per_host[slot.host] = ranks_per_host.get(slot.host, 0) + 1
     last = frame.sort_values(["step", "rank"]).iloc[-1] if len(frame) else None
     seconds = (run.finished_at - run.started_at) if run.finished_at else None
-    placements = run.analysis.replan(mode=run.mode).display_frame()[
-        ["name", "kind", "placement", "partitions", "servers"]]
+    columns = ["name", "kind", "placement", "partitions", "servers"]
+    placements = (run.analysis.replan(mode=run.mode).display_frame()[columns]
+                  if run.analysis is not None else pd.DataFrame(columns=columns))
+    # (no analysis: the run ended while it planned, before anything was launched)
     traffic = [c for c in TRAFFIC if c in steady.columns]
     communication = (steady.groupby(["rank", "host"])[traffic].median().reset_index()
                      if traffic and len(steady) else pd.DataFrame())

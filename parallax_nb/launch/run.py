@@ -19,8 +19,8 @@ from ..events import DONE, INFO, RESTART, STARTED, STARTUP, TOPOLOGY
 from ..runtime.profile import PHASES
 from . import recovery
 
-STARTING, RUNNING, FINISHED, FAILED, STOPPED = "starting", "running", "finished", "failed", \
-    "stopped"
+PLANNING, STARTING, RUNNING, FINISHED, FAILED, STOPPED = (
+    "planning", "starting", "running", "finished", "failed", "stopped")
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
                   "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "peak_rss",
                   "time"] + \
@@ -61,8 +61,9 @@ class Run:
         self._outcomes: Dict[int, dict] = {}
         self.started_at = time.time()
         self.finished_at: Optional[float] = None
-        self.partition_search = None   # set by train() when partitions="auto" searched
-        self.mode_choice = None        # set by train() under mode="auto" (tuning.mode_search)
+        self.partition_search = None   # set by launch() when partitions="auto" searched
+        self.mode_choice = None        # set by launch() under mode="auto" (tuning.mode_search)
+        self.planning = None   # plan.Planning while px.train's searches run (their trials)
 
     # -- the current attempt --------------------------------------------------------------------
     @property
@@ -95,6 +96,26 @@ class Run:
             self._unsubscribe(previous.topic)
         self.client.subscribe_topic(attempt.topic,
                                     lambda event, n=attempt.number: self._on_event(event, n))
+
+    # -- planning (px.train's searches, before the first attempt) ----------------------------
+    def begin_planning(self, planning) -> None:
+        """The run plans in the background (trial launches): it shows "planning" meanwhile,
+        and ``stop()`` cancels the searches."""
+        with self._lock:
+            self.planning, self._status = planning, PLANNING
+
+    def end_planning(self, error: Optional[BaseException] = None) -> bool:
+        """The searches are over. Returns True when the plan is to be launched; otherwise
+        (an error, or the run was stopped meanwhile) the run ends here."""
+        with self._lock:
+            stopped = self._stop_requested
+            if error is None and not stopped:
+                self._status = STARTING
+                return True
+            if not stopped:
+                self.error, self._status = error, FAILED
+        self._finish()
+        return False
 
     # -- events from the ranks ------------------------------------------------------------------
     def _on_event(self, event, number: int = 0):
@@ -203,6 +224,10 @@ class Run:
         self._cleanups.append(cleanup)
 
     def _start_watching(self) -> None:
+        with self._lock:
+            stopped = self._stop_requested   # stop() came while the attempt was launched
+        if stopped:
+            self._attempt.stop_event.set()
         threading.Thread(target=self._supervise, daemon=True,
                          name=f"parallax-watch-{self.run_id}").start()
         threading.Thread(target=self._watch_workers, daemon=True,
@@ -252,8 +277,12 @@ class Run:
         except Exception as exc:  # the client lost the scheduler, for example
             self._fail(attempt, exc)
 
-    def abort(self):
-        """Undo a launch that failed half way (its attempt stopped what it had started)."""
+    def abort(self, error: Optional[BaseException] = None):
+        """End a run whose launch failed half way (its attempt stopped what it had started);
+        ``error`` becomes the run's."""
+        with self._lock:
+            if error is not None and self._status != STOPPED:
+                self.error, self._status = error, FAILED
         self._finish()
 
     def _watch_workers(self):
@@ -353,12 +382,15 @@ class Run:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every rank; returns once they are all gone (or raises after ``timeout``)."""
+        """Stop every rank (or the searches, while the run plans); returns once they are all
+        gone (or raises after ``timeout``)."""
         with self._lock:
             self._stop_requested = True
-            if self._status in (STARTING, RUNNING):
+            if self._status in (PLANNING, STARTING, RUNNING):
                 self._status = STOPPED
-            attempt = self._attempt
+            attempt, planning = self._attempt, self.planning
+        if planning is not None:
+            planning.cancel()     # the trial under way stops, the searches end
         if attempt is not None:
             attempt.stop_event.set()
         if not self._done.wait(timeout):

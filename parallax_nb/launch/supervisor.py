@@ -29,7 +29,7 @@ from ..events import EventForwarder
 from ..native_noise import lines_that_matter
 from ..runtime.spec import RankSpec, ServerSpec
 from . import warm
-from .rendezvous import interface_of
+from ..cluster.ranks import interface_of
 
 GRACE_SECONDS = 3.0
 LOG_TAIL_BYTES = 4000
@@ -155,9 +155,7 @@ def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
                       if _WORKDIR.match(name)]
     except OSError:
         return []
-    now = time.time()
-    candidates = [path for path in candidates if os.path.isdir(path) and
-                  now - os.path.getmtime(path) > STALE_SECONDS]
+    candidates = [path for path in candidates if _age(path) > STALE_SECONDS]
     if not candidates:
         return []
     in_use = set()
@@ -173,6 +171,17 @@ def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def _age(path: str) -> float:
+    """Seconds since the folder changed; 0 for one that is gone or not a folder: another
+    worker's sweep, or a run claiming a spare (a rename), can take it while we look."""
+    try:
+        if os.path.isdir(path):
+            return time.time() - os.path.getmtime(path)
+    except OSError:
+        pass
+    return 0.0
 
 
 def terminate(process: subprocess.Popen) -> None:

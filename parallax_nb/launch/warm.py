@@ -17,6 +17,8 @@ import tempfile
 import threading
 from typing import List, Optional
 
+from ..cluster.connect import SPARE_RELEASERS
+
 MAX_SPARES = 2      # per worker: a worker rarely runs more than a rank and a server at once
 _lock = threading.Lock()
 _spares: List["Spare"] = []
@@ -94,3 +96,6 @@ def release() -> int:
     for spare in spares:
         spare.discard()
     return len(spares)
+
+
+SPARE_RELEASERS.append(release)   # cluster.release_spares() and cluster.close() end them

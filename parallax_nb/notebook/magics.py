@@ -194,7 +194,7 @@ class ParallaxMagics(Magics):
 
     def _train(self, args, cell):
         from ..analysis import analyze
-        from ..launch import train
+        from ..training import train
 
         config = _plan_config(args).replace(
             steps=args.steps, batch_size=args.batch_size, average_sparse=not args.sum_sparse,
@@ -213,7 +213,7 @@ class ParallaxMagics(Magics):
             selection = session.selection
             report = analyze(program, steps=args.analysis_steps, config=config)
             run = train(program, cluster=session.cluster, select=selection, config=config,
-                        report=report)
+                        report=report, progress=panel is None)   # the panel shows trials
         except Exception as exc:
             if panel is not None:
                 panel.fail(exc)

@@ -58,7 +58,8 @@ class NotebookSession:
     def follow(self, run, panel=None) -> None:
         """Make ``run`` the current one: its metrics feed a RunView (and the panel, if any)."""
         self.run, self.panel = run, panel
-        self.run_view = RunView(run.config.steps, [slot.rank for slot in run.slots])
+        ranks = [slot.rank for slot in run.slots] or list(range(run.device_count))  # planning
+        self.run_view = RunView(run.config.steps, ranks)
         run.on_metrics(self.run_view.add)
         if hasattr(run, "on_restart"):
             run.on_restart(self.run_view.restarted)
@@ -69,7 +70,8 @@ class NotebookSession:
         if self.panel is not None:
             return self.panel.text()
         run = self.require_run()
-        return (f"run {run.run_id}: {run.mode}, {len(run.slots)} rank(s)\n"
+        trials = [f"{trial.text()}\n" for trial in run.planning.records] if run.planning else []
+        return (f"run {run.run_id}: {run.mode}, {len(run.slots)} rank(s)\n" + "".join(trials)
                 + self.run_view.text(run.status, time.time() - run.started_at))
 
     def require_run(self):

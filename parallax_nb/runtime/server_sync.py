@@ -275,8 +275,6 @@ def _product(values) -> int:
 def _shared_slot(stem, device, initialise):
     """A row-rule slot every rank can open by name on the server (see the module docstring):
     the applier creates and initialises it, the chief opens it for its checkpoints."""
-    tf = tensorflow()
-
     def make(name, shape, dtype, initial):
         variable = ps_handle_variable(shared_name=f"{stem}/{name}", name=f"{stem}/{name}",
                                       shape=shape, dtype=dtype, device=device, trainable=False)

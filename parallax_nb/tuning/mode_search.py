@@ -11,13 +11,13 @@ partition count, those within 10% of the fastest are timed once more (in reverse
 a trend in the machine's load does not favour one), and the fastest mean is chosen.
 
 Everything here is a function of the predictions and of ``measure(mode) -> seconds per
-step``, so the logic is tested with synthetic costs; `tuning.trials` measures real runs.
+step``, so the logic is tested with synthetic costs; `plan.trials` measures real runs.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import pandas as pd
 
@@ -48,12 +48,10 @@ class ModeChoice:
 
 
 def choose_mode(predicted: Dict[str, float], fits: Dict[str, bool],
-                measure: Callable[[str], float],
-                on_trial: Optional[Callable[[int, int, str, Optional[float]], None]] = None
-                ) -> ModeChoice:
+                measure: Callable[[str], float]) -> ModeChoice:
     """predicted: bytes per machine per step of each distinct mode; fits: whether its plan
-    fits the workers' memory; measure(mode): seconds per step of a short run.
-    on_trial(i, n, mode, seconds): called after each trial (progress)."""
+    fits the workers' memory; measure(mode): seconds per step of a short run (at most two
+    per mode)."""
     started = time.time()
     rows = {m: {"mode": m, "fits": fits[m], "bytes_per_step": predicted[m],
                 "seconds_per_step": None, "note": "" if fits[m] else "does not fit in memory"}
@@ -74,26 +72,22 @@ def choose_mode(predicted: Dict[str, float], fits: Dict[str, bool],
             rows[m]["note"] = "moves more than twice the bytes"
         return ModeChoice(chosen, _frame(rows), reason, time.time() - started)
     timed = {}
-    for i, m in enumerate(close):
+    for m in close:
         try:
             timed[m] = measure(m)
             rows[m]["seconds_per_step"] = timed[m]
         except TrialFailed as exc:
             rows[m]["note"] = f"trial failed: {exc}"
-        if on_trial is not None:
-            on_trial(i + 1, len(close), m, timed.get(m))
     fastest = min(timed.values()) if timed else 0.0
     again = [m for m in reversed(close) if m in timed and timed[m] <= (1 + NOISE) * fastest]
     if len(again) > 1:   # within the machine's noise of each other: a second opinion
-        for i, m in enumerate(again):
+        for m in again:
             try:
                 timed[m] = (timed[m] + measure(m)) / 2
                 rows[m]["seconds_per_step"] = timed[m]
                 rows[m]["note"] = "timed twice (close to the fastest), mean"
             except TrialFailed as exc:
                 rows[m]["note"] = f"second trial failed: {exc}"
-            if on_trial is not None:
-                on_trial(len(close) + i + 1, len(close) + len(again), m, timed.get(m))
     if not timed:
         raise ConfigError(f"mode='auto': every trial failed ({', '.join(close)}); see the "
                           f"candidates' notes")

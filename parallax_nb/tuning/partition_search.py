@@ -14,7 +14,7 @@ With three or more timed samples the integer argmin of the fitted curve inside t
 range is chosen, otherwise the fastest sample.
 
 Everything here is a function of ``measure(P) -> seconds per step``, so the logic is tested
-with synthetic cost functions; `parallax_nb.tuning.trials` measures real runs.
+with synthetic cost functions; `parallax_nb.plan.trials` measures real runs.
 """
 from __future__ import annotations
 
@@ -167,6 +167,19 @@ def search_partitions(measure: Callable[[int], float], start: int, minimum: int,
 
     chosen, coefficients = choose(samples)
     return PartitionSearch(chosen, tuple(samples), coefficients, clock() - began, start)
+
+
+def trial_bound(start: int, minimum: int, maximum: int) -> int:
+    """The most trials `search_partitions` can run: it tries each P of the form
+    start * 2**k (k >= 0, up to ``maximum``) or start // 2**k (down to ``minimum``) at most
+    once."""
+    up = 0
+    while start * 2 ** (up + 1) <= maximum:
+        up += 1
+    down = 0
+    while start // 2 ** (down + 1) >= minimum:
+        down += 1
+    return 1 + up + down
 
 
 def choose(samples: Sequence[Sample]) -> Tuple[int, Optional[Tuple[float, float, float]]]:

@@ -248,7 +248,7 @@ def worker_facts(dask_worker=None) -> dict:
 
     import psutil
 
-    from ...launch.rendezvous import interface_of
+    from ..ranks import interface_of
 
     facts = probe_worker(dask_worker)
     ip = urlparse(dask_worker.address).hostname if dask_worker is not None else "127.0.0.1"
@@ -298,7 +298,7 @@ def _ranks(devices: List[Device], select, hosts, probes):
         return [], [CheckRow("*", "*", "ranks", FAIL, f"no selection: {exc}",
                              "select devices the cluster has (cluster.inventory() lists them)")]
     try:
-        from ...launch.rendezvous import assign_ranks
+        from ..ranks import assign_ranks
 
         slots = assign_ranks(selection)
     except ImportError as exc:

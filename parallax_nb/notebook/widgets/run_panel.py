@@ -1,5 +1,5 @@
-"""The run panel: progress with ETA, live plots, a Stop button, then the summary or the
-error (rank, host, traceback). It keeps updating after the cell has returned: a thread
+"""The run panel: the searches' trials while the run plans, then progress with ETA, live
+plots, a Stop button, then the summary or the error (rank, host, traceback). It keeps updating after the cell has returned: a thread
 refreshes it twice a second until the run is over."""
 from __future__ import annotations
 
@@ -34,11 +34,14 @@ class RunPanel(Panel):
         self._stop = w.Button(description="Stop", button_style="danger", icon="stop",
                               disabled=True)
         self._stop.on_click(lambda _: self._stop_clicked())
+        self._trials = w.HTML()          # the searches' trials (runs that plan)
+        self._trials.add_class("parallax-trials")
+        self._trial_lines = []
         self._plots_box = w.Box()
         self._outcome = w.HTML()
         self._outcome.add_class("parallax-outcome")
         self.widget = w.VBox([self._header, w.HBox([self._progress, self._meter, self._stop]),
-                              self._plots_box, self._outcome])
+                              self._trials, self._plots_box, self._outcome])
         self.widget.add_class("parallax-run-panel")
         self._render_header()
 
@@ -50,6 +53,8 @@ class RunPanel(Panel):
         self._plots_box.children = [self.plots.widget]
         self._progress.max = run.config.steps
         self._stop.disabled = False
+        if run.planning is not None:
+            run.planning.on_trial(self._show_trial)
         threading.Thread(target=self._follow, daemon=True,
                          name=f"parallax-panel-{run.run_id}").start()
 
@@ -75,6 +80,13 @@ class RunPanel(Panel):
             self._show_error(exc)
         finally:
             self._stop.disabled = True
+
+    def _show_trial(self, trial) -> None:
+        """A search trial started (shown as running) or ended (its figure replaces that)."""
+        if self._trial_lines and self._trial_lines[-1][0] == (trial.search, trial.number):
+            self._trial_lines.pop()
+        self._trial_lines.append(((trial.search, trial.number), trial.text()))
+        self._trials.value = "<br>".join(html.escape(text) for _, text in self._trial_lines)
 
     def _redraw(self):
         elapsed = time.time() - self.run.started_at
@@ -107,7 +119,10 @@ class RunPanel(Panel):
 
     def _render_header(self):
         where = ""
-        if self.run is not None:
+        if self.run is not None and self.run.status == "planning":
+            where = (f" &middot; run {self.run.run_id}, searching its plan for "
+                     f"{self.run.device_count} device(s)")
+        elif self.run is not None:
             hosts = {slot.host for slot in self.run.slots}
             where = (f" &middot; run {self.run.run_id}, {self.run.mode}, "
                      f"{len(self.run.slots)} rank(s) on {len(hosts)} host(s)")
@@ -123,6 +138,7 @@ class RunPanel(Panel):
             lines = [f"{self.title}: run {self.run.run_id}, {self.run.mode}, "
                      f"{len(self.run.slots)} rank(s)",
                      self.view.text(self.status, time.time() - self.run.started_at)]
+        lines[1:1] = [text for _, text in self._trial_lines]
         if self._outcome_text:
             lines.append(self._outcome_text)
         return "\n".join(lines)

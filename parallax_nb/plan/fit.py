@@ -15,8 +15,8 @@ from typing import Dict, List
 from ..analysis.memory import PROCESS_BASELINE_BYTES
 from ..analysis.traffic import format_bytes
 from ..errors import ConfigError
-from .rendezvous import assign_ranks
-from .servers import IN_CHIEF, server_workers
+from ..cluster.ranks import assign_ranks
+from ..launch.servers import IN_CHIEF, server_workers
 
 
 def refuse_unfit(report, selection, devices) -> None:

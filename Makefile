@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice bench-soak bench-steady-steps clean
+.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -41,6 +41,12 @@ bench-step-path: setup
 # mode="auto" against every mode run in full: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts.
 bench-mode-choice: setup
 	$(PY) -m benchmarks.mode_choice
+
+# Where Parallax wins (#15): 4 simulated hosts on links scaled to a GPU cluster's share of a
+# step, and a model whose tables do not fit every rank (about 50 minutes; needs root for the
+# network namespaces). benchmarks/accelerator_step.py is its GPU side (run on a GPU machine).
+bench-scale: setup
+	$(PY) -m benchmarks.scale
 
 # Runs that survive (#17): 2,400 HYBRID steps with a process killed every 500 steps (about
 # 3 minutes); step times over 3 epochs, before (one tf.data iterator per epoch) and after.

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from .machine import machine_facts
 from .throughput import run_throughput, window
@@ -32,13 +31,11 @@ def measure(cluster, program, workload, mode, ranks, steps, warmup) -> dict:
 
     config = px.Config(mode=mode, steps=steps, batch_size=workload.batch_size,
                        search_warmup_steps=3, search_window_steps=8)
-    called = time.time()
-    run = px.train(program, cluster=cluster, select=ranks, config=config)
-    started = time.time()   # train() returns once the trials are done and the run started
-    run.wait()
+    run = px.train(program, cluster=cluster, select=ranks, config=config, progress=False)
+    run.wait()   # under "auto" the run plans (its trials) first, then launches
     first, last = window(steps, warmup, run.metrics)
     return {"mode": run.mode, "examples_per_sec": run_throughput(run.metrics, first, last),
-            "choice_seconds": started - called if mode == "auto" else 0.0,
+            "choice_seconds": run.started_at - run.train_called_at if mode == "auto" else 0.0,
             "candidates": run.mode_choice.to_frame().to_dict("records")
             if run.mode_choice is not None else None}
 

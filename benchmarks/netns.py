@@ -81,13 +81,15 @@ class SimulatedHosts:
     """
 
     def __init__(self, hosts: int = 2, slots_per_host: int = 1,
-                 bandwidth: Optional[str] = None, start_timeout: float = 90.0):
+                 bandwidth: Optional[str] = None, start_timeout: float = 90.0,
+                 memory_limit: Optional[int] = None):
         if hosts < 1 or slots_per_host < 1:
             raise ValueError(f"hosts and slots_per_host must be >= 1, got {hosts} and "
                              f"{slots_per_host}")
         self.slots_per_host = slots_per_host
         self.bandwidth = bandwidth
         self.start_timeout = start_timeout
+        self.memory_limit = memory_limit   # bytes per host's Dask worker (None: Dask's default)
         self.tag = f"{PREFIX}{os.getpid()}"
         self.bridge = f"{self.tag}br"
         self.hosts: List[Host] = []
@@ -148,7 +150,8 @@ class SimulatedHosts:
                  sys.executable, "-m", "distributed.cli.dask_worker", address,
                  "--host", host.address, "--nthreads", str(self.slots_per_host),
                  "--no-nanny", "--no-dashboard", "--name", host.label,
-                 "--death-timeout", "30", "--local-directory", self._logs],
+                 "--death-timeout", "30", "--local-directory", self._logs,
+                 *(["--memory-limit", str(self.memory_limit)] if self.memory_limit else [])],
                 os.path.join(self._logs, f"{host.label}.log"))
         self.cluster = px.connect(address, timeout=self.start_timeout)
         try:

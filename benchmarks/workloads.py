@@ -77,3 +77,14 @@ STEP_PATH_QUICK: Dict[str, Workload] = {
     "recommender": _recommender(64, scale=0.003, dim=8, hidden=32, dense_features=13,
                                 examples=2048),
 }
+
+
+# The scale benchmark (`benchmarks.scale`): the language model at the comparison's size and
+# the Criteo-shaped recommender, batch 128 per rank, the shapes `accelerator_step.py` times
+# on a GPU. Quick: the small language model only (its figures test the harness).
+SCALE: Dict[str, Workload] = {
+    "lm": FULL["lm"],
+    "recommender": _recommender(128, scale=0.03, dim=16, hidden=64, dense_features=13,
+                                examples=8192),
+}
+SCALE_QUICK: Dict[str, Workload] = {"lm": QUICK["lm"]}

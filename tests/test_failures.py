@@ -161,13 +161,16 @@ def test_ctrl_c_in_a_blocking_call_stops_the_run_and_leaves_nothing(cluster, blo
     nothing_left(run)
 
 
-def test_ctrl_c_in_train_during_the_partition_search_leaves_nothing(cluster):
+def test_ctrl_c_while_the_run_plans_its_partitions_leaves_nothing(cluster):
     config = px.Config(mode="HYBRID", steps=5, batch_size=4, partition_search_min_bytes=1,
                        search_warmup_steps=1, search_window_steps=2)
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=config, progress=False)
     timer = interrupt_after(8.0)    # past the analysis, inside the trial runs
     with pytest.raises(KeyboardInterrupt):
-        px.train(programs.keras_embedding_program(), cluster=cluster, select=2, config=config)
+        run.wait()
     timer.join()
+    assert run.status == "stopped" and run.slots == []     # nothing was launched
     assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
     assert wait_for(lambda: not [d for d in glob.glob(os.path.join(TMP, "parallax-*"))
                                  if "-rank" in d or "-ps" in d], timeout=10)

@@ -10,7 +10,7 @@ host's, so their hosts are not checked here.
 from __future__ import annotations
 
 import collections
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from ..analysis.memory import PROCESS_BASELINE_BYTES
 from ..analysis.traffic import format_bytes
@@ -49,10 +49,11 @@ def worker_limits(devices) -> Dict[str, int]:
     return dict(limits)
 
 
-def unfit(report, selection, limits: Dict[str, int]) -> List[str]:
-    """Each worker whose processes' peaks and baselines exceed its limit, described."""
+def worker_needs(report, selection) -> Dict[str, List[Tuple[str, int]]]:
+    """Per Dask worker, its processes under the plan: ``[("rank 0", peak bytes held), ...,
+    ("server 1", bytes held)]``, without TensorFlow's baseline per process."""
     plan = report.memory()
-    needs: Dict[str, List] = collections.defaultdict(list)
+    needs: Dict[str, List[Tuple[str, int]]] = collections.defaultdict(list)
     for slot in assign_ranks(selection):
         if slot.rank in plan.ranks:
             needs[slot.device.worker].append((f"rank {slot.rank}", plan.peak(slot.rank)))
@@ -60,10 +61,20 @@ def unfit(report, selection, limits: Dict[str, int]) -> List[str]:
         for task, (_, worker) in enumerate(server_workers(selection, report.servers)):
             if task != IN_CHIEF and task in plan.servers:
                 needs[worker].append((f"server {task}", plan.servers[task]))
+    return dict(needs)
+
+
+def worker_total(processes: List[Tuple[str, int]]) -> int:
+    """What a worker's processes need together, TensorFlow's baseline in each included."""
+    return sum(held + PROCESS_BASELINE_BYTES for _, held in processes)
+
+
+def unfit(report, selection, limits: Dict[str, int]) -> List[str]:
+    """Each worker whose processes' peaks and baselines exceed its limit, described."""
     problems = []
-    for worker, processes in needs.items():
+    for worker, processes in worker_needs(report, selection).items():
         limit = limits.get(worker)
-        total = sum(held + PROCESS_BASELINE_BYTES for _, held in processes)
+        total = worker_total(processes)
         if limit and total > limit:
             each = ", ".join(f"{name} {format_bytes(held)}" for name, held in processes)
             problems.append(f"worker {worker} may use {format_bytes(limit)} and would hold "

@@ -3,7 +3,7 @@
 For every worker: the Python, TensorFlow, Keras, Horovod (its TensorFlow ops, Gloo) and
 parallax_nb a rank process would get there, against the client's; the GPUs NVML sees and the
 ``CUDA_VISIBLE_DEVICES`` each rank would get (the launch's own rank assignment,
-`launch.rendezvous.assign_ranks`); what the hostname resolves to (Horovod's Gloo binds
+`cluster.ranks.assign_ranks`); what the hostname resolves to (Horovod's Gloo binds
 there), the interface Horovod would be told to use, and whether workers on the other
 machines can open a TCP connection to a port on it. Each failed row says how to fix it.
 

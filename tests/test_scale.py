@@ -1,0 +1,104 @@
+"""The scale benchmark (`benchmarks.scale`): its quick variant as `make bench-scale` runs it,
+on 4 simulated hosts, and what its results must show: every configuration measured, the link
+scaled from the nominal one by the measured compute, bytes within 20% of the cost model for
+every mode at 4 hosts, the speed-up set against the byte saving; and the memory-bound case:
+AR refused under a limit it cannot fit (and above that limit when run without it), HYBRID
+and PS trained under it."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import netns, scale, workloads
+from benchmarks.accelerator_step import MODELS
+from benchmarks.summary import TOLERANCE
+from test_benchmarks import ROOT, leftovers, tagged_processes
+
+NETNS = netns.unavailable_reason()
+MODES = {"HYBRID", "PS", "AR"}
+
+
+def run_quick(out, part):
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--quick",
+                                "--parts", part, "--out", str(out)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=540)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.communicate(timeout=60)
+    assert process.returncode == 0, output[-3000:]
+    assert leftovers(process.pid) == []
+    assert tagged_processes(f"{netns.PREFIX}{process.pid}") == []
+    with open(out / "scale_quick.json") as f:
+        return json.load(f), (out / "scale_quick.md").read_text()
+
+
+def test_the_gpu_side_times_the_shapes_the_benchmark_trains():
+    for name, shape in MODELS.items():
+        workload = workloads.SCALE[name]
+        assert shape["batch"] == workload.batch_size
+        assert {k: v for k, v in shape.items() if k != "batch"}.items() <= \
+            workload.sizes.items()
+    with open(scale.ACCELERATOR) as f:
+        measured = json.load(f)
+    assert set(measured["models"]) == set(MODELS)
+    assert all(measured["models"][m]["shape"] == MODELS[m] for m in MODELS)
+
+
+def test_the_link_is_scaled_by_the_accelerator_over_this_machines_step():
+    # a GPU step of 3 ms against 100 ms here: 1 Gbit/s becomes 30 Mbit/s
+    assert scale.scaled_link("1gbit", 0.003, 0.100) == "30000kbit"
+    assert scale.scaled_link("100mbit", 0.003, 0.100) == "3000kbit"
+    assert netns.rate_bits(scale.scaled_link("1gbit", 0.0031, 0.0415)) == pytest.approx(
+        1e9 * 0.0031 / 0.0415, rel=1e-3)
+
+
+@pytest.mark.skipif(NETNS is not None, reason=f"simulated machines unavailable: {NETNS}")
+@pytest.mark.timeout(660)
+def test_quick_network_bound_case_on_four_hosts(tmp_path):
+    results, markdown = run_quick(tmp_path, "network")
+    runs = results["runs"]
+    assert {(r["hosts"], r["config"]) for r in runs} == {(4, m) for m in MODES}
+    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    (link,) = results["links"]
+    assert link["nominal"] == "1gbit" and link["hosts"] == 4
+    assert netns.rate_bits(link["link"]) == pytest.approx(
+        1e9 * link["accelerator_step"] / link["step_here_unshaped"], rel=1e-2)
+    shaped = [r for r in runs if r["bandwidth"] == link["link"]]
+    assert {r["config"] for r in shaped} == MODES
+    for row in results["summary"]["bytes"]:       # every mode, 4 hosts: the cost model holds
+        assert row["hosts"] == 4
+        assert abs(row["wire_ratio"] - 1) <= TOLERANCE, row
+    (speedup,) = results["speedups"]
+    assert speedup["bytes_ratio"] > 1              # at 4 hosts AR moves more than HYBRID
+    assert speedup["speedup_share_of_byte_saving"] == pytest.approx(
+        speedup["throughput_ratio"] / speedup["bytes_ratio"])
+    assert "| lm | 4x1 | 1gbit |" in markdown
+
+
+@pytest.mark.skipif(NETNS is not None, reason=f"simulated machines unavailable: {NETNS}")
+@pytest.mark.timeout(660)
+def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid_and_ps(tmp_path):
+    results, markdown = run_quick(tmp_path, "memory")
+    memory = results["memory"]
+    assert "skipped" not in memory, memory.get("skipped")
+    planned = memory["planned_worker_bytes"]
+    assert max(planned["HYBRID"], planned["PS"]) < memory["memory_limit"] < planned["AR"]
+    outcome = {(r["mode"], r["memory_limit"]): r for r in memory["runs"]}
+    refused = outcome[("AR", True)]
+    assert refused["status"] == "refused"
+    assert "the AR plan does not fit the workers' memory" in refused["error"]
+    assert "what would fit: mode='HYBRID'" in refused["error"]
+    for mode in ("HYBRID", "PS"):
+        assert outcome[(mode, True)]["status"] == "ok", outcome[(mode, True)].get("error")
+    # the refusal was right: without the limit, an AR rank alone peaks above it
+    alone = outcome[("AR", False)]
+    assert alone["status"] == "ok"
+    assert max(alone["rank_peak_bytes"].values()) > memory["memory_limit"]
+    # HYBRID's separate server holds its share of the tables, measured
+    hybrid = outcome[("HYBRID", True)]
+    assert hybrid["server_peak_bytes"]["1"] > memory["table_bytes"] / 2
+    assert "Memory-bound" in markdown and "refused" in markdown

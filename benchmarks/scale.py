@@ -60,6 +60,8 @@ class Plan:
     run_timeout: float
     memory_sizes: dict                       # recommender sizes of the memory-bound case
     memory_steps: int
+    modes: Tuple[str, ...] = tuple(MODES)    # timed on the scaled links
+    reference_modes: Tuple[str, ...] = tuple(MODES)   # timed unshaped: the step here
 
 
 PLANS = {
@@ -67,10 +69,12 @@ PLANS = {
                  warmup=8, run_timeout=600.0,
                  memory_sizes=dict(scale=0.35, dim=32, hidden=64, dense_features=13,
                                    examples=8192), memory_steps=20),
+    # CI: 3 runs on 4 hosts (AR unshaped for the step here, then HYBRID and AR shaped)
     "quick": Plan(SCALE_QUICK, shapes=((4, 1),), nominal=("1gbit",), steps=24, warmup=6,
                   run_timeout=180.0,
                   memory_sizes=dict(scale=0.25, dim=32, hidden=32, dense_features=13,
-                                    examples=2048), memory_steps=6),
+                                    examples=2048), memory_steps=6,
+                  modes=("HYBRID", "AR"), reference_modes=("AR",)),
 }
 
 
@@ -106,7 +110,8 @@ def network_bound(plan: Plan, bench: paper_comparison.Bench, links: List[dict]) 
                                         ranks_per_host=per_host, bandwidth=link, repeat=0,
                                         **fields)
 
-                reference = [measure(mode, UNSHAPED, nominal="unshaped") for mode in MODES]
+                reference = [measure(mode, UNSHAPED, nominal="unshaped")
+                             for mode in plan.reference_modes]
                 timed = [r["examples_per_step"] / r["examples_per_sec"] for r in reference
                          if r["status"] == "ok"]
                 if not timed:
@@ -118,7 +123,7 @@ def network_bound(plan: Plan, bench: paper_comparison.Bench, links: List[dict]) 
                                   "nominal": nominal, "link": link,
                                   "step_here_unshaped": here, "accelerator_step": accelerator,
                                   "accelerator": device})
-                    for mode in MODES:
+                    for mode in plan.modes:
                         measure(mode, link, nominal=nominal)
 
 
@@ -194,7 +199,12 @@ def memory_bound(plan: Plan) -> dict:
 
 
 def memory_run(program, cluster, config, report, plan: Plan, limited: bool) -> dict:
+    """One run of the memory-bound case: its outcome, and per process its peak memory
+    during the steps (ranks' own peak RSS), over its whole life (VmHWM: start-up, the
+    steps, and rank 0 reading the trained tables back for ``run.result()``) and what the
+    plan says it holds plus TensorFlow's baseline."""
     import parallax_nb as px
+    from parallax_nb.analysis.memory import PROCESS_BASELINE_BYTES
 
     row = {"mode": config.mode, "memory_limit": limited}
     began = time.time()
@@ -202,44 +212,56 @@ def memory_run(program, cluster, config, report, plan: Plan, limited: bool) -> d
         run = px.train(program, cluster=cluster, config=config, report=report)
     except px.ConfigError as exc:
         return dict(row, status="refused", error=str(exc), seconds=time.time() - began)
-    servers = ServerPeaks(run)
+    peaks = ProcessPeaks(run)
     try:
         run.wait(plan.run_timeout)
     except Exception as exc:
         return dict(row, status="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
-        servers.stop()
+        peaks.stop()
         if not run.done:
             with contextlib.suppress(Exception):
                 run.stop()
-    ranks = run.metrics.groupby("rank")["peak_rss"].max()
+    steps = run.metrics.groupby("rank")["peak_rss"].max()
     planned = run.analysis.memory()
     return dict(row, status="ok", seconds=time.time() - began,
-                rank_peak_bytes={int(r): int(v) for r, v in ranks.items()},
-                rank_planned_bytes={r: int(planned.peak(r)) for r in planned.ranks},
-                server_peak_bytes=servers.peaks,
-                server_planned_bytes={int(t): int(b) for t, b in planned.servers.items()})
+                rank_steps_peak={int(r): int(v) for r, v in steps.items()},
+                rank_life_peak=peaks.ranks,
+                rank_planned={r: int(planned.peak(r)) + PROCESS_BASELINE_BYTES
+                              for r in planned.ranks},
+                server_life_peak=peaks.servers,
+                server_planned={int(t): int(b) + PROCESS_BASELINE_BYTES
+                                for t, b in planned.servers.items() if t in peaks.servers})
 
 
-class ServerPeaks:
-    """The high-water mark (VmHWM) of each separate server process of a run, read from
-    /proc while it runs (network namespaces share this machine's process table)."""
+class ProcessPeaks:
+    """The high-water mark (VmHWM) of each rank and separate server process of a run, read
+    from /proc while it runs (network namespaces share this machine's process table). A
+    server inside the chief rank's process is the rank's."""
 
-    def __init__(self, run, interval: float = 0.5):
-        self.run, self.peaks, self._stop = run, {}, threading.Event()
+    def __init__(self, run, interval: float = 0.25):
+        self.run, self.ranks, self.servers = run, {}, {}
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
         self._thread.start()
 
     def _poll(self, interval):
         while not self._stop.wait(interval):
+            ranks = dict(self.run.pids)
+            for rank, pid in ranks.items():
+                _raise(self.ranks, int(rank), _vm_hwm(pid))
             for task, started in dict(self.run.servers_started).items():
-                high = _vm_hwm(started.get("pid"))
-                if high:
-                    self.peaks[int(task)] = max(self.peaks.get(int(task), 0), high)
+                if started.get("pid") not in ranks.values():
+                    _raise(self.servers, int(task), _vm_hwm(started.get("pid")))
 
     def stop(self):
         self._stop.set()
         self._thread.join()
+
+
+def _raise(peaks: dict, key: int, value: Optional[int]) -> None:
+    if value:
+        peaks[key] = max(peaks.get(key, 0), value)
 
 
 def _vm_hwm(pid) -> Optional[int]:
@@ -304,18 +326,25 @@ def write_markdown(results: dict, path: str) -> str:
         if memory.get("skipped"):
             lines.append(memory["skipped"])
         else:
-            lines += [f"Dask memory limit per worker: {memory['memory_limit'] / 1e9:.2f} GB.",
-                      "", "| mode | limit | outcome | peak per rank, measured / planned | "
-                      "peak per server, measured / planned |", "|---|---|---|---|---|"]
+            lines += [f"Dask memory limit per worker: {memory['memory_limit'] / 1e9:.2f} GB. "
+                      "Per process, GB: planned (what it holds, plus TensorFlow's baseline) / "
+                      "peak during the steps / peak over its life (VmHWM):",
+                      "", "| mode | limit | outcome | ranks | separate servers |",
+                      "|---|---|---|---|---|"]
             for r in memory["runs"]:
                 limit = "yes" if r["memory_limit"] else "none"
                 if r["status"] != "ok":
                     lines.append(f"| {r['mode']} | {limit} | {r['status']}: "
                                  f"{r.get('error', '')[:300]} | | |")
                     continue
-                lines.append(f"| {r['mode']} | {limit} | trained | " + _pairs(
-                    r["rank_peak_bytes"], r["rank_planned_bytes"], "rank") + " | " + _pairs(
-                    r["server_peak_bytes"], r["server_planned_bytes"], "server") + " |")
+                ranks = ", ".join(
+                    f"rank {k}: {_gb(r['rank_planned'], k)} / {_gb(r['rank_steps_peak'], k)} / "
+                    f"{_gb(r['rank_life_peak'], k)}" for k in sorted(r["rank_steps_peak"]))
+                servers = ", ".join(
+                    f"server {k}: {_gb(r['server_planned'], k)} / - / "
+                    f"{_gb(r['server_life_peak'], k)}" for k in sorted(r["server_life_peak"]))
+                lines.append(f"| {r['mode']} | {limit} | trained | {ranks} | "
+                             f"{servers or '-'} |")
         lines.append("")
     failed = [r for r in results["runs"] if r["status"] != "ok"]
     lines += [f"FAILED: {r['model']} {r['config']} {r['hosts']}x{r['ranks_per_host']} "
@@ -326,12 +355,9 @@ def write_markdown(results: dict, path: str) -> str:
     return text
 
 
-def _pairs(measured: dict, planned: dict, what: str) -> str:
-    """``rank 0 1.23 / 1.10 GB`` per process; measured peaks include TensorFlow's baseline,
-    which the plan's figures (what the process holds) do not."""
-    return ", ".join(f"{what} {k} {measured[k] / 1e9:.2f} / "
-                     f"{planned.get(k, planned.get(str(k), 0)) / 1e9:.2f} GB"
-                     for k in sorted(measured)) or "-"
+def _gb(figures: dict, key) -> str:
+    value = figures.get(key, figures.get(str(key)))
+    return "-" if value is None else f"{value / 1e9:.2f}"
 
 
 def main(argv=None) -> int:

@@ -53,9 +53,11 @@ class Config:
         whose partitions a new search could change.
     partition_search_min_bytes: size above which a sparse variable's partitions are
         searched under partitions="auto" (default 512 MiB; why: PARTITION_SEARCH_MIN_BYTES).
-    search_warmup_steps, search_window_steps: each trial of the search runs this many
-        warm-up steps (tracing, first contact with the servers), then times the window's
-        steps; its cost is their median step time.
+    search_warmup_steps, search_window_steps, search_window_seconds: each trial of a
+        search (partitions, mode) runs this many warm-up steps (tracing, first contact with
+        the servers), then times a window of at least ``search_window_steps`` steps lasting
+        at least ``search_window_seconds`` (default 2 s: a window of a few milliseconds is
+        ruined by one scheduling hiccup); its cost is their median step time.
     servers: parameter-server tasks; None means one per selected host.
     average_sparse: True (the default): every gradient is averaged over ranks, sparse and
         dense, in every mode: a run of N ranks with batch b trains like one device with
@@ -93,6 +95,7 @@ class Config:
     partition_search_min_bytes: int = PARTITION_SEARCH_MIN_BYTES
     search_warmup_steps: int = 3
     search_window_steps: int = 10
+    search_window_seconds: float = 2.0
     servers: Optional[int] = None
     average_sparse: bool = True
     local_aggregation: bool = True
@@ -125,6 +128,11 @@ class Config:
         _positive_int("partition_search_min_bytes", self.partition_search_min_bytes)
         _positive_int("search_warmup_steps", self.search_warmup_steps)
         _positive_int("search_window_steps", self.search_window_steps)
+        if isinstance(self.search_window_seconds, bool) or \
+                not isinstance(self.search_window_seconds, (int, float)) or \
+                not self.search_window_seconds >= 0:
+            raise ConfigError(f"search_window_seconds must be a number of seconds >= 0, got "
+                              f"{self.search_window_seconds!r}")
         object.__setattr__(self, "partitions", _checked_partitions(self.partitions))
         if self.on_nonfinite not in ON_NONFINITE:
             raise ConfigError(f"on_nonfinite={self.on_nonfinite!r} is not one of "

@@ -356,3 +356,21 @@ def test_a_searching_run_plans_in_the_background_shows_its_trials_and_stops_clea
         again = px.train(program, cluster=cluster, select=2, config=config.replace(
             partitions=1, steps=2))
         assert again.wait(timeout=120).status == "finished"
+
+
+def test_a_trial_window_needs_its_steps_and_its_seconds():
+    from parallax_nb.plan.trials import window_is_long_enough, window_seconds_per_step
+
+    config = px.Config(search_warmup_steps=2, search_window_steps=3, search_window_seconds=1.0)
+
+    def metrics(step_times):
+        return pd.DataFrame([{"rank": rank, "step": i + 1, "step_time": t}
+                             for rank in (0, 1) for i, t in enumerate(step_times)])
+
+    assert not window_is_long_enough(pd.DataFrame(), config)
+    assert not window_is_long_enough(metrics([9, 9, 0.5, 0.5]), config)        # 2 steps
+    assert not window_is_long_enough(metrics([9, 9, 0.2, 0.2, 0.2]), config)   # 0.6 s
+    assert window_is_long_enough(metrics([9, 9, 0.4, 0.4, 0.4]), config)
+    assert window_seconds_per_step(metrics([9, 9, 0.4, 0.5, 0.4]), 2) == 0.4
+    with pytest.raises(px.ConfigError, match="search_window_seconds must be a number"):
+        px.Config(search_window_seconds=-1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -27,9 +26,10 @@ from urllib.parse import urlparse
 from ..errors import RankError, ServerError
 from ..events import EventForwarder
 from ..native_noise import lines_that_matter
+from ..cluster.ranks import interface_of
+from ..runtime.result import read_weights
 from ..runtime.spec import RankSpec, ServerSpec
 from . import warm
-from ..cluster.ranks import interface_of
 
 GRACE_SECONDS = 3.0
 LOG_TAIL_BYTES = 4000
@@ -121,8 +121,7 @@ def _supervise(module, spec, label, prepare, environment, failure,
             return {"status": "failed", "pid": process.pid, "error": failed}
         result = None
         if getattr(spec, "result_file", None) and os.path.exists(spec.result_file):
-            with open(spec.result_file, "rb") as f:
-                result = pickle.load(f)
+            result = read_weights(spec.result_file)
         return {"status": "finished", "pid": process.pid, "result": result}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,8 +1,9 @@
 """The searches on a real cluster: each trial is a short launch of the program.
 
 A trial trains the program on the run's own selection with one setting fixed (a mode, or the
-searched variables at P partitions) for ``search_warmup_steps + search_window_steps`` steps,
-and its cost is the median step time of the window over every rank (the first steps trace
+searched variables at P partitions): ``search_warmup_steps`` steps, then a window of at least
+``search_window_steps`` steps and ``search_window_seconds`` seconds, after which it is stopped;
+its cost is the median step time of the window over every rank (the first steps trace
 functions and open server connections). A trial is launched like any run (`launch`), so it
 starts and stops its ranks and servers: when it returns, its processes are gone. A trial
 that fails (a rank or server error, out of memory) is handed to the search as `TrialFailed`;
@@ -25,7 +26,8 @@ from .progress import Planning, SearchCancelled
 # (Adam's m and v; Adagrad keeps one, SGD none). The optimizer is not built on the client,
 # so the search assumes the largest of the bundled kinds.
 SERVER_COPIES = 3
-POLL_SECONDS = 0.2   # how often a trial looks for a cancelled planning
+POLL_SECONDS = 0.2   # how often a trial looks at its window and for a cancelled planning
+MAX_WINDOW = 100_000   # steps a trial may run to fill Config.search_window_seconds
 
 
 @dataclasses.dataclass
@@ -45,7 +47,7 @@ class Trials:
         from . import Plan
 
         trial_config = config.replace(
-            steps=config.search_warmup_steps + config.search_window_steps,
+            steps=config.search_warmup_steps + max(config.search_window_steps, MAX_WINDOW),
             log_every=1, checkpoint_dir=None, checkpoint_every_steps=None,
             checkpoint_every_seconds=None, max_restarts=0)
         report = report.for_selection(self.selection, mode=config.mode,
@@ -57,6 +59,9 @@ class Trials:
                 if self.planning is not None and self.planning.cancelled.is_set():
                     run.stop()
                     self.planning.raise_if_cancelled()
+                if window_is_long_enough(run.metrics, config):
+                    run.stop()   # the trial has what it needs: its ranks end here
+                    break
                 time.sleep(POLL_SECONDS)
             run.wait()
         except SearchCancelled:
@@ -143,6 +148,16 @@ def choose_mode_by_trials(trials: Trials, config, report) -> ModeChoice:
     # each mode once, and those within the noise of the fastest once more
     return choose_mode(predicted, fits,
                        trials.measured("mode", 2 * len(predicted), measure, str))
+
+
+def window_is_long_enough(metrics, config) -> bool:
+    """Whether rank 0 has stepped ``search_window_steps`` steps after the warm-up, over at
+    least ``search_window_seconds``."""
+    if metrics.empty:
+        return False
+    chief = metrics[(metrics["rank"] == 0) & (metrics["step"] > config.search_warmup_steps)]
+    return (len(chief) >= config.search_window_steps
+            and chief["step_time"].sum() >= config.search_window_seconds)
 
 
 def window_seconds_per_step(metrics, warmup_steps: int) -> float:

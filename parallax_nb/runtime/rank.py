@@ -6,7 +6,6 @@ Reports through the events pipe; leaves rank 0's weights in the spec's result fi
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import traceback
 
@@ -14,6 +13,7 @@ from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
 from ..events import DONE, ERROR, STARTED, TOPOLOGY
 from .process import start
 from .profile import StartupClock
+from .result import write_weights
 
 
 def configure_threads(local_size: int) -> None:
@@ -40,13 +40,6 @@ def init_horovod(hvd, spec):
     sets = [hvd.ProcessSet(g) for g in groups]
     hvd.init(process_sets=sets)
     return next(s for s, g in zip(sets, groups) if spec.rank in g)
-
-
-def write_atomically(path: str, obj) -> None:
-    partial = f"{path}.partial"
-    with open(partial, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(partial, path)
 
 
 def main(argv) -> int:
@@ -82,7 +75,7 @@ def main(argv) -> int:
             clock.mark("connect")
         weights = Trainer(spec, program, hvd, events, host_set, clock).run()
         if spec.result_file:
-            write_atomically(spec.result_file, weights)
+            write_weights(spec.result_file, weights)
         events.send(DONE, rank=spec.rank)
         hvd.join()      # nobody shuts Horovod down while another rank still needs it
         hvd.shutdown()

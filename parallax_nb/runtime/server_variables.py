@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Dict, List
+from typing import Iterator, List, Tuple
 
 from ..errors import ProgramError
 from ..keras3 import gather_rows_where_they_live
@@ -151,8 +151,11 @@ class ServerVariables:
     def partition_variables(self):
         return [p for v in self.variables for p in v.partitions]
 
-    def values(self) -> Dict[str, object]:
-        """``{single-device name: full value}``: partitions read back and joined."""
+    def values(self) -> Iterator[Tuple[str, object]]:
+        """``(single-device name, full value)`` per variable, partitions read back and
+        joined: one variable at a time, so that reading every table back costs the memory
+        of the largest, not of all of them."""
         tf = tensorflow()
-        return {v.name: tf.concat([p.read_value() for p in v.partitions], axis=0).numpy()
-                if len(v.partitions) > 1 else v.partitions[0].numpy() for v in self.variables}
+        for v in self.variables:
+            yield v.name, (tf.concat([p.read_value() for p in v.partitions], axis=0).numpy()
+                           if len(v.partitions) > 1 else v.partitions[0].numpy())

@@ -267,18 +267,18 @@ class Trainer:
                 "collectives": collectives_in(self._step.get_concrete_function(batch))}
         return self._blocks
 
-    def weights(self) -> dict:
-        """Every variable under its single-device name; server partitions joined.
+    def weights(self):
+        """``(single-device name, value)`` of every variable, server partitions joined,
+        produced one at a time (`runtime.result` writes each before the next is read).
 
         Only the chief's result is used, so only the chief reads the server tables back
-        (their whole size, once per run); the other ranks return nothing.
+        (their whole size, once per run); the other ranks produce nothing.
         """
         if not self.chief:
-            return {}
-        weights = named_weights(self.replicated)
+            return
+        yield from named_weights(self.replicated).items()
         if self.servers:
-            weights.update(self.servers.values())
-        return weights
+            yield from self.servers.values()
 
 
 def peak_rss() -> int:

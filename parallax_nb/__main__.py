@@ -93,7 +93,7 @@ def run_train(args) -> int:
     try:
         run = train(program, cluster=cluster, select=args.ranks, config=config)
         try:
-            while run.status == "planning":   # trials print as they end (stderr)
+            while run.analysis is None and not run.done:   # planning: trials print (stderr)
                 time.sleep(0.2)
         except KeyboardInterrupt:
             run.stop()

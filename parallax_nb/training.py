@@ -53,8 +53,8 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     run.device_count = len(selection)
     # the devices are this run's from here: its trials run on them, and a second px.train
     # on any of them is refused at once
-    reserve_devices(cluster.client, run.run_id, name, selection.devices)
     run.add_cleanup(lambda: release_devices(cluster.client, run.run_id))
+    reserve_devices(cluster.client, run.run_id, name, selection.devices)
     trials = Trials(cluster, selection, payload, name)
     try:
         report = (report or analyze(program, steps=2, config=config)).for_selection(
@@ -68,25 +68,30 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     if progress:
         trials.planning.on_trial(_print_trial(run.run_id))
     run.begin_planning(trials.planning)
-    threading.Thread(target=_plan_then_launch, args=(run, trials, config, report),
+    threading.Thread(target=_plan_then_launch, args=(run, trials, config, report, progress),
                      daemon=True, name=f"parallax-plan-{run.run_id}").start()
     return run
 
 
-def _plan_then_launch(run, trials, config, report) -> None:
+def _plan_then_launch(run, trials, config, report, progress: bool) -> None:
     from .launch import launch
-    from .plan import make_plan
+    from .plan import SearchCancelled, make_plan
 
     try:
         plan = make_plan(trials, config, report)
     except BaseException as exc:
+        if progress and not isinstance(exc, SearchCancelled):
+            print(f"run {run.run_id}: planning failed, nothing was launched: {exc}",
+                  file=sys.stderr, flush=True)
         run.end_planning(exc)
         return
     if run.end_planning():
         try:
             launch(run, plan)
-        except BaseException:   # launch ended the run with this error: run.wait() raises it
-            pass
+        except BaseException as exc:   # launch ended the run with it: run.wait() raises it
+            if progress:
+                print(f"run {run.run_id}: the launch failed: {exc}", file=sys.stderr,
+                      flush=True)
 
 
 def _print_trial(run_id: str):

@@ -329,6 +329,8 @@ class Run:
             attempt.stop_event.set()
 
     def _finish(self):
+        if self._done.is_set():   # a launch that failed half way ends the run once
+            return
         # Step events of the last moments may still be on their way: wait for them briefly.
         deadline = time.time() + 2.0
         while (self.error is None and self._status != STOPPED and self._attempt is not None
@@ -375,7 +377,10 @@ class Run:
                     raise TimeoutError(f"run {self.run_id} still {self.status} after "
                                        f"{timeout} s")
         except KeyboardInterrupt:
-            self.stop()
+            try:
+                self.stop()
+            except TimeoutError:   # still going down: the interrupt is what the caller sees
+                pass
             raise
         if self.error is not None:
             raise self.error

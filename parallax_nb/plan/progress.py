@@ -46,17 +46,17 @@ class Planning:
     def __init__(self):
         self.records: List[Trial] = []      # ended trials, in order
         self.current: Optional[Trial] = None
+        self.trial_run = None               # the Run of the trial under way (`trials`)
         self.cancelled = threading.Event()
         self._callbacks: List[Callable[[Trial], None]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()      # also orders what callbacks see
 
     def on_trial(self, callback: Callable[[Trial], None]) -> None:
         """Call ``callback(trial)`` when a trial starts (``running``) and when it ends."""
         with self._lock:
             self._callbacks.append(callback)
-            seen = list(self.records) + ([self.current] if self.current else [])
-        for trial in seen:
-            callback(trial)
+            for trial in list(self.records) + ([self.current] if self.current else []):
+                callback(trial)
 
     def measured(self, search: str, at_most: int, measure: Callable, setting: Callable):
         """``measure`` wrapped to report each call as a trial of ``search``;
@@ -69,6 +69,8 @@ class Planning:
             try:
                 seconds = measure(argument)
             except SearchCancelled:
+                self._tell(dataclasses.replace(started, running=False, error="cancelled"),
+                           record=False)
                 raise
             except Exception as exc:
                 self._tell(dataclasses.replace(started, running=False, error=str(exc)))
@@ -77,20 +79,27 @@ class Planning:
             return seconds
         return trial
 
-    def _tell(self, trial: Trial, ended: bool = True) -> None:
+    def _tell(self, trial: Trial, ended: bool = True, record: bool = True) -> None:
         with self._lock:
             self.current = None if ended else trial
-            if ended:
+            if ended and record:
                 self.records.append(trial)
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback(trial)
-            except Exception:   # a view that fails must not end the search
-                pass
+            for callback in list(self._callbacks):
+                try:
+                    callback(trial)
+                except Exception:   # a view that fails must not end the search
+                    pass
 
     def cancel(self) -> None:
+        """End the searches: no further trial starts, and the one under way is stopped
+        here (its processes are gone when this returns, or within its stop's timeout)."""
         self.cancelled.set()
+        trial = self.trial_run
+        if trial is not None and not trial.done:
+            try:
+                trial.stop()
+            except TimeoutError:   # the trial's own loop keeps stopping it
+                pass
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():

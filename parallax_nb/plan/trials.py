@@ -16,7 +16,6 @@ import time
 from typing import Optional, Tuple
 
 from ..config import AUTO
-from ..errors import ParallaxError
 from ..tuning.mode_search import ModeChoice, choose_mode
 from ..tuning.partition_search import (PartitionSearch, TrialFailed, minimum_partitions,
                                        search_partitions, trial_bound)
@@ -28,6 +27,7 @@ from .progress import Planning, SearchCancelled
 SERVER_COPIES = 3
 POLL_SECONDS = 0.2   # how often a trial looks at its window and for a cancelled planning
 MAX_WINDOW = 100_000   # steps a trial may run to fill Config.search_window_seconds
+STOP_SECONDS = 60.0    # how long a trial's processes may take to go after its stop
 
 
 @dataclasses.dataclass
@@ -53,25 +53,32 @@ class Trials:
         report = report.for_selection(self.selection, mode=config.mode,
                                       servers=config.servers, partitions=config.partitions)
         run = create_run(self.cluster, trial_config, f"{self.name} (trial)", self.payload)
+        if self.planning is not None:
+            self.planning.trial_run = run    # cancel() stops it
         try:
+            if self.planning is not None:
+                self.planning.raise_if_cancelled()
             launch(run, Plan(self.selection, trial_config, report))
             while not run.done:
                 if self.planning is not None and self.planning.cancelled.is_set():
                     run.stop()
                     self.planning.raise_if_cancelled()
                 if window_is_long_enough(run.metrics, config):
-                    run.stop()   # the trial has what it needs: its ranks end here
+                    stop_within(run, STOP_SECONDS)   # the trial has what it needs
                     break
                 time.sleep(POLL_SECONDS)
             run.wait()
         except SearchCancelled:
             raise
-        except ParallaxError as exc:
+        except Exception as exc:   # a rank or server error, out of memory, a stuck stop
             raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             if not run.done:
-                run.stop()
+                stop_within(run, STOP_SECONDS)
             raise
+        finally:
+            if self.planning is not None:
+                self.planning.trial_run = None
         return window_seconds_per_step(run.metrics, config.search_warmup_steps)
 
     def measured(self, search: str, at_most: int, measure, setting):
@@ -148,6 +155,15 @@ def choose_mode_by_trials(trials: Trials, config, report) -> ModeChoice:
     # each mode once, and those within the noise of the fastest once more
     return choose_mode(predicted, fits,
                        trials.measured("mode", 2 * len(predicted), measure, str))
+
+
+def stop_within(run, seconds: float) -> None:
+    """Stop a trial run, waiting up to ``seconds`` for its processes (a loaded machine can
+    take longer than a run's default stop timeout); raises TimeoutError beyond."""
+    try:
+        run.stop()
+    except TimeoutError:
+        run.wait(timeout=seconds)
 
 
 def window_is_long_enough(metrics, config) -> bool:

@@ -78,8 +78,9 @@ class AllReduceSync:
 
         widened = _widened()
         carried = [v for v in variables if v.dtype in widened]
-        self._hvd.broadcast_variables([v for v in variables if v.dtype not in widened],
-                                      root_rank=0, inplace=True)
+        for v in variables:   # one at a time: Keras 3 names may repeat within one call
+            if v.dtype not in widened:
+                self._hvd.broadcast_variables([v], root_rank=0, inplace=True)
         for i, v in enumerate(carried):
             value = self._hvd.broadcast(tf.cast(v, widened[v.dtype]), root_rank=0,
                                         name=f"parallax_broadcast_widened_{i}")

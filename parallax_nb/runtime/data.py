@@ -45,7 +45,8 @@ def _is_tf_dataset(dataset) -> bool:
     return isinstance(dataset, tensorflow().data.Dataset)
 
 
-def named_weights(variables) -> dict:
-    """``{variable name: numpy value}`` (`keras3.variable_names`: unique, both Kerases)."""
-    return {name: variable.numpy()
-            for name, variable in zip(variable_names(variables), variables)}
+def named_weights(variables):
+    """``(variable name, numpy value)`` pairs, one value made at a time
+    (`keras3.variable_names`: unique, both Kerases); ``dict()`` of them for all at once."""
+    for name, variable in zip(variable_names(variables), variables):
+        yield name, variable.numpy()

@@ -58,7 +58,7 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
         losses.append(float(step(batch)))
         if on_step is not None:
             on_step(len(losses), losses[-1], batch)
-    return named_weights(model.variables), losses
+    return dict(named_weights(model.variables)), losses
 
 
 def _scaled(grad, factor):

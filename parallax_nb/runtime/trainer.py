@@ -191,7 +191,7 @@ class Trainer:
         return step
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self):
         spec, config = self.spec, self.config
         if spec.mode != config.mode:
             self.events.send(INFO, rank=spec.rank,
@@ -276,7 +276,7 @@ class Trainer:
         """
         if not self.chief:
             return
-        yield from named_weights(self.replicated).items()
+        yield from named_weights(self.replicated)
         if self.servers:
             yield from self.servers.values()
 

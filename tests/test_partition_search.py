@@ -350,6 +350,7 @@ def test_a_searching_run_plans_in_the_background_shows_its_trials_and_stops_clea
         # P = 1, 2, 4 ... 16384 (the tables have 20,000 rows): 15 trials at most
         assert seen[0].text() == "partitions search: trial 1 of at most 15, P=1: running"
         assert run.planning.records == []            # stopped before its first trial ended
+        assert seen[-1].text().endswith("P=1: cancelled") and run.planning.current is None
         assert run.metrics.empty and "stopped" in str(run.report())
         assert wait_until_gone([p.pid for p in cluster_children(cluster)], timeout=15) == []
         # the devices went with the run

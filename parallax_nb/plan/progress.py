@@ -15,6 +15,9 @@ from typing import Callable, List, Optional
 from ..errors import RunStopped
 
 
+CANCELLED = "cancelled"
+
+
 class SearchCancelled(RunStopped):
     """The run was stopped while its searches ran: no plan, nothing launched."""
 
@@ -34,6 +37,8 @@ class Trial:
             outcome = "running"
         elif self.seconds_per_step is not None:
             outcome = f"{self.seconds_per_step * 1e3:.2f} ms/step"
+        elif self.error == CANCELLED:
+            outcome = CANCELLED
         else:
             outcome = f"failed: {self.error}"
         return (f"{self.search} search: trial {self.number} of at most {self.at_most}, "
@@ -69,7 +74,7 @@ class Planning:
             try:
                 seconds = measure(argument)
             except SearchCancelled:
-                self._tell(dataclasses.replace(started, running=False, error="cancelled"),
+                self._tell(dataclasses.replace(started, running=False, error=CANCELLED),
                            record=False)
                 raise
             except Exception as exc:

@@ -48,12 +48,7 @@ def language_model(torch, vocab, dim, hidden, context, num_sampled, batch, devic
         classes = torch.cat([target, sampled])
         logits = state @ softmax(classes).T + biases(classes).squeeze(1)
         labels = torch.arange(batch, device=device)   # the true word is column i of row i
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        loss.backward()
-        for optimizer in optimizers:
-            optimizer.step()
+        descend(torch.nn.functional.cross_entropy(logits, labels), optimizers)
     return step
 
 
@@ -73,14 +68,18 @@ def recommender(torch, scale, dim, hidden, dense_features, batch, device):
         numeric = torch.randn(batch, dense_features, device=device)
         labels = torch.randint(0, 2, (batch,), device=device).float()
         features = torch.cat([table(ids[:, j]) for j, table in enumerate(tables)] + [numeric], 1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(deep(features).squeeze(1),
-                                                                   labels)
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        loss.backward()
-        for optimizer in optimizers:
-            optimizer.step()
+        descend(torch.nn.functional.binary_cross_entropy_with_logits(
+            deep(features).squeeze(1), labels), optimizers)
     return step
+
+
+def descend(loss, optimizers) -> None:
+    """One optimizer step: the sparse tables' Adagrad and the dense layers' Adagrad."""
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 def time_step(torch, step, warmup: int, steps: int) -> float:

@@ -42,7 +42,7 @@ from parallax_nb.config import MODES  # HYBRID, PS, AR
 
 from . import netns, paper_comparison
 from .machine import machine_facts
-from .summary import bytes_bound, summarise
+from .summary import bytes_bound, summarise, write_lines
 from .workloads import SCALE, SCALE_QUICK
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -349,10 +349,7 @@ def write_markdown(results: dict, path: str) -> str:
     failed = [r for r in results["runs"] if r["status"] != "ok"]
     lines += [f"FAILED: {r['model']} {r['config']} {r['hosts']}x{r['ranks_per_host']} "
               f"@ {r['bandwidth']}: {r['status']} {r.get('error', '')}" for r in failed]
-    text = "\n".join(lines).rstrip() + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-    return text
+    return write_lines(lines, path)
 
 
 def _gb(figures: dict, key) -> str:

@@ -167,6 +167,11 @@ def write_markdown(results: dict, path: str) -> str:
     failed = [r for r in results["runs"] if r["status"] != "ok"]
     lines += [f"FAILED: {r['part']} {r['model']} {r['config']} {r['ranks']} rank(s): "
               f"{r['status']} {r.get('error', '')}" for r in failed]
+    return write_lines(lines, path)
+
+
+def write_lines(lines: List[str], path: str) -> str:
+    """The markdown lines as one text, written to ``path`` and returned."""
     text = "\n".join(lines).rstrip() + "\n"
     with open(path, "w") as f:
         f.write(text)

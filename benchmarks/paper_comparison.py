@@ -207,6 +207,10 @@ def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwi
     per_host_frame = result.pop("per_host", None)
     if result["status"] != "ok":
         return result
+    # Only the selected hosts' links: a simulation of more hosts than the run uses has idle
+    # ones, whose zero bytes are no measurement of this run.
+    used = {device.host for device in selection.devices}
+    result["wire"] = {host: moved for host, moved in result["wire"].items() if host in used}
     # Bytes are compared for the mode that really ran (HYBRID runs as AR without sparse
     # variables).
     result["predicted"] = traffic.predicted_per_host(bench.reports[model], result["ran_as"],

@@ -86,3 +86,33 @@ def plot_bytes(results: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+
+def plot_scale(results: dict, path: str) -> None:
+    """The scale benchmark: per model, HYBRID's and PS's examples/s relative to AR for each
+    shape and scaled link (bars), beside AR's bytes over HYBRID's (the speed-up the byte
+    saving would give on a saturated link: black ticks)."""
+    rows = results["speedups"]
+    models = sorted({r["model"] for r in rows})
+    if not models:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        cases = [r for r in rows if r["model"] == model and "AR_examples_per_sec" in r]
+        labels = [f"{r['hosts']}x{r['ranks_per_host']}\n{r['nominal']}" for r in cases]
+        for offset, mode in ((-0.2, "HYBRID"), (0.2, "PS")):
+            ax.bar([i + offset for i in range(len(cases))],
+                   [r.get(f"{mode}_examples_per_sec", 0) / r["AR_examples_per_sec"]
+                    for r in cases], width=0.4, color=COLOURS[mode], label=f"{mode} / AR")
+        ax.scatter([i - 0.2 for i in range(len(cases))],
+                   [r.get("bytes_ratio", float("nan")) for r in cases], marker="_", s=400,
+                   color="black", label="AR bytes / HYBRID bytes", zorder=3)
+        ax.axhline(1.0, color=COLOURS["AR"], lw=1)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set(title=f"{model}: 4 simulated machines, scaled links",
+               ylabel="throughput relative to AR")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

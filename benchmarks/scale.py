@@ -398,6 +398,9 @@ def main(argv=None) -> int:
     stem = os.path.join(args.out, "scale" + ("_quick" if args.quick else ""))
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=1, default=float)
+    from .plots import plot_scale
+
+    plot_scale(results, stem + ".png")
     print(write_markdown(results, stem + ".md"))
     return 1 if any(r["status"] != "ok" for r in records) else 0
 

@@ -290,6 +290,28 @@ def big_table_program():
     return px.Program(big_table_model, regression_loss, distinct_ids, adagrad, name="big_table")
 
 
+def big_tables_model(tables=4, rows=781_250, dim=64):
+    ids = tf.keras.Input(shape=(tables,), dtype="int64")
+    looked_up = [tf.keras.layers.Embedding(rows, dim, name=f"big{i}")(ids[:, i])
+                 for i in range(tables)]
+    return tf.keras.Model(ids, tf.keras.layers.Dense(1, name="head")(
+        tf.keras.layers.Concatenate()(looked_up)))
+
+
+def several_ids(shard, num_shards, batch_size=100, tables=4, rows=781_250, steps=4):
+    rng = np.random.default_rng(shard)
+    ids = rng.integers(0, rows, size=(batch_size * steps, tables))
+    return tf.data.Dataset.from_tensor_slices(
+        (ids, np.ones(len(ids), np.float32))).batch(batch_size)
+
+
+def big_tables_program(**sizes):
+    """Several big tables, Adagrad: a rank in AR holds them all with their slots; HYBRID's
+    chief makes each table's initial value in turn and keeps only its server's share."""
+    return px.Program(functools.partial(big_tables_model, **sizes), regression_loss,
+                      functools.partial(several_ids, **sizes), adagrad, name="big_tables")
+
+
 # -- the same kind of program as notebook code: the body of a `%%parallax train` cell ---------
 # (`{dense}` is the Dense layer's class name, so a test can put a typo there)
 CELL = """

@@ -39,25 +39,34 @@ def test_memory_per_process_is_reported_for_every_mode():
                                                                 workers_per_machine=1,
                                                                 servers=2)
     table = 100_000 * 64 * 4
-    frame = report.memory_frame().set_index(["mode", "process"])["bytes"]
+    frame = report.memory_frame().set_index(["mode", "process"])
+    held, peak = frame["bytes"], frame["peak_bytes"]
     # AR: table and accumulator in every rank; HYBRID: half of both on each server
-    assert frame[("AR", "rank 1")] == pytest.approx(2 * table, rel=0.01)
-    assert frame[("HYBRID", "server 1")] == pytest.approx(table, rel=0.01)
-    assert frame[("HYBRID", "rank 1")] < 0.01 * table
+    assert held[("AR", "rank 1")] == pytest.approx(2 * table, rel=0.01)
+    assert held[("HYBRID", "server 1")] == pytest.approx(table, rel=0.01)
+    assert held[("HYBRID", "rank 1")] < 0.01 * table
+    # Peaks come while the variables are made: the initializer's three copies of the table,
+    # in every AR rank and in HYBRID's chief (which makes the server tables), none elsewhere.
+    assert peak[("AR", "rank 1")] == pytest.approx(3 * table, rel=0.01)
+    assert peak[("HYBRID", "rank 0")] == pytest.approx(3 * table, rel=0.01)
+    assert peak[("HYBRID", "rank 1")] < 0.01 * table
+    assert peak[("HYBRID", "server 1")] == held[("HYBRID", "server 1")]
     assert "memory per process" in str(report)
 
 
 def test_a_plan_that_cannot_fit_is_refused_before_launch_saying_what_would():
-    """An 800 MB table: AR needs three copies in each rank (table, slot, initial value);
-    HYBRID over two machines fits the same 2.5 GB workers."""
-    program = programs.big_table_ar_program(rows=3_125_000)
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2.5GB",
+    """Four 300 MB tables: AR needs them all with their Adagrad slots in each rank (2.4 GB,
+    and 0.73 GB of TensorFlow); HYBRID over two machines fits the same 2.9 GB workers (the
+    chief holds half the tables, and three copies of one while it makes its initial value;
+    the other worker a rank and server 1 with the other half: 1.2 GB and two processes)."""
+    program = programs.big_tables_program(rows=1_171_875)
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2.9GB",
                       processes=True, host="127.0.0.1", dashboard_address=None) as local:
         with px.connect(local, host_labels=None) as cluster:
             workers = sorted(d.worker for d in cluster.devices(refresh=True))
             cluster.label_hosts({w: f"host{i}" for i, w in enumerate(workers)})
             with pytest.raises(px.ConfigError, match=r"the AR plan does not fit the workers' "
-                                                     r"memory: worker \S+ may use 2\.5 GB and "
+                                                     r"memory: worker \S+ may use 2\.9 GB and "
                                                      r"would hold .*what would fit: "
                                                      r"mode='HYBRID'"):
                 px.train(program, cluster=cluster, select=2,

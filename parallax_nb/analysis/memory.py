@@ -22,6 +22,12 @@ from .traffic import format_bytes
 # Horovod 0.28.1, measured by tests/test_memory.py's baseline run: 0.55-0.65 GB).
 PROCESS_BASELINE_BYTES = 700 * 2**20
 
+# Keras' random initializers hold three copies of a variable at once in eager mode: the draw,
+# its scaling and its shift (measured: a 454 MB RandomUniform table peaks at 2.9 times its size
+# above the process). With TensorFlow's oneDNN allocator that peak also stayed resident for
+# good; `tf_env` makes oneDNN use the system allocator, which gives it back.
+INITIALIZER_COPIES = 3
+
 
 @dataclasses.dataclass(frozen=True)
 class MemoryPlan:
@@ -29,13 +35,12 @@ class MemoryPlan:
 
     ranks: Dict[int, int]            # rank -> bytes (rank 0 includes server 0 when it has one)
     servers: Dict[int, int]          # server task -> bytes (where it is its own process)
-    transient: Dict[int, int] = dataclasses.field(default_factory=dict)   # rank -> bytes
+    creating: Dict[int, int] = dataclasses.field(default_factory=dict)   # rank -> bytes
 
     def peak(self, rank: int) -> int:
-        """What a rank holds at its peak: its variables, slots and gradients, and while it
-        creates a variable, that variable's initial value beside it (rank 0 computes every
-        server variable's initial value)."""
-        return self.ranks[rank] + self.transient.get(rank, 0)
+        """What a rank holds at its peak: while training (variables, slots, gradients), or
+        earlier while it creates its variables, if that is more (see `INITIALIZER_COPIES`)."""
+        return max(self.ranks[rank], self.creating.get(rank, 0))
 
     def describe(self) -> str:
         """Each kind of process's peak, e.g. ``rank 1.2 GB-1.5 GB, server 800 MB``."""
@@ -79,30 +84,46 @@ def slots_held(slot_counts: Dict[str, int], placement: VariablePlacement) -> int
 def memory_plan(placements: Sequence[VariablePlacement], slot_counts: Dict[str, int],
                 ranks: int, servers: int) -> MemoryPlan:
     """Per process: replicated variables with their slots and gradients in every rank; server
-    partitions with their slots on their server (server 0 inside rank 0)."""
-    local = largest_local = largest = 0
+    partitions with their slots on their server (server 0 inside rank 0). While the variables
+    are created, before any slot exists, each rank holds the replicated ones and, for the
+    largest it makes, the initializer's copies; rank 0 also makes every server table (the
+    chief computes their initial values) and keeps server 0's rows."""
+    local = local_variables = 0
+    creation_extra = {"local": 0, "chief": 0}
     on_server = [0] * servers
     for vp in placements:
         v = vp.variable
-        largest = max(largest, v.bytes)
         held = v.bytes + slots_held(slot_counts, vp)
         if vp.placement == PS:
+            kept = 0
             for part in vp.partitions:
                 on_server[part.server] += part.bytes * (1 + slot_counts.get(v.name, 0))
+                kept += part.bytes if part.server == 0 else 0
+            creation_extra["chief"] = max(creation_extra["chief"],
+                                          INITIALIZER_COPIES * v.bytes - kept)
         else:
             local += held + (v.bytes if v.kind == "dense" else 0)   # its dense gradient
-            largest_local = max(largest_local, v.bytes)
+            local_variables += v.bytes
+            creation_extra["local"] = max(creation_extra["local"],
+                                          (INITIALIZER_COPIES - 1) * v.bytes)
     per_rank = {rank: local for rank in range(ranks)}
-    transient = {rank: largest_local for rank in range(ranks)}
-    if ranks:
-        transient[0] = largest
+    creating = {rank: local_variables + creation_extra["local"] for rank in range(ranks)}
     separate = {}
     for task, held in enumerate(on_server):
         if task == 0 and ranks:
             per_rank[0] += held
         else:
             separate[task] = held
-    return MemoryPlan(per_rank, separate, transient)
+    if ranks:
+        creating[0] = local_variables + _server_0_variables(placements) + max(
+            creation_extra.values())
+    return MemoryPlan(per_rank, separate, creating)
+
+
+def _server_0_variables(placements: Sequence[VariablePlacement]) -> int:
+    """Bytes of server tables' rows on server 0 (without their slots)."""
+    return sum(part.bytes for vp in placements if vp.placement == PS
+               for part in vp.partitions if part.server == 0)
 
 
 def fit_problems(plan: MemoryPlan, rank_limits: Dict[int, Optional[int]],

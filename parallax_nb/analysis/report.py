@@ -78,15 +78,16 @@ class AnalysisReport:
                            report.servers if report.mode != "AR" else 0)
 
     def memory_frame(self) -> pd.DataFrame:
-        """One row per mode and process: what it holds (see `memory`)."""
+        """One row per mode and process: what it holds while training, and its peak (which
+        may come earlier, while it makes the variables; see `memory`)."""
         rows = []
         for mode in ("HYBRID", "PS", "AR"):
             plan = self.memory(mode)
-            rows += [{"mode": mode, "process": f"rank {r}", "bytes": b}
-                     for r, b in plan.ranks.items()]
-            rows += [{"mode": mode, "process": f"server {t}", "bytes": b}
+            rows += [{"mode": mode, "process": f"rank {r}", "bytes": b,
+                      "peak_bytes": plan.peak(r)} for r, b in plan.ranks.items()]
+            rows += [{"mode": mode, "process": f"server {t}", "bytes": b, "peak_bytes": b}
                      for t, b in plan.servers.items()]
-        return pd.DataFrame(rows, columns=["mode", "process", "bytes"])
+        return pd.DataFrame(rows, columns=["mode", "process", "bytes", "peak_bytes"])
 
     def server_loads(self):
         """Bytes held by each parameter server under this placement."""

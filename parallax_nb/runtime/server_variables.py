@@ -142,20 +142,25 @@ class ServerVariables:
     @staticmethod
     def _initialise(partitions, placement, initial, dtype):
         """The chief computes the initial value once, exactly as one device would, and
-        writes each partition's rows to its server."""
+        writes each partition's rows to its server.
+
+        Each of several partitions gets a copy of its rows: a slice of the first dimension
+        shares the whole value's buffer, and a partition on the chief's own server would keep
+        all of it alive (the other partitions' rows too) for the rest of the run.
+        """
         tf = tensorflow()
         value = tf.convert_to_tensor(initial() if callable(initial) else initial, dtype)
         for variable, part in zip(partitions, placement.partitions):
-            variable.assign(value[part.row_start:part.row_stop])
+            rows = value[part.row_start:part.row_stop]
+            variable.assign(tf.raw_ops.DeepCopy(x=rows) if len(partitions) > 1 else rows)
 
     def partition_variables(self):
         return [p for v in self.variables for p in v.partitions]
 
     def values(self) -> Iterator[Tuple[str, object]]:
-        """``(single-device name, full value)`` per variable, partitions read back and
-        joined: one variable at a time, so that reading every table back costs the memory
-        of the largest, not of all of them."""
-        tf = tensorflow()
+        """``(single-device name, rows)`` per partition of every variable, in row order, read
+        back one partition at a time: the chief then holds one partition beside its tables,
+        not a joined copy (`runtime.result` joins a variable's partitions in the driver)."""
         for v in self.variables:
-            yield v.name, (tf.concat([p.read_value() for p in v.partitions], axis=0).numpy()
-                           if len(v.partitions) > 1 else v.partitions[0].numpy())
+            for p in v.partitions:
+                yield v.name, p.numpy()

@@ -268,8 +268,8 @@ class Trainer:
         return self._blocks
 
     def weights(self):
-        """``(single-device name, value)`` of every variable, server partitions joined,
-        produced one at a time (`runtime.result` writes each before the next is read).
+        """``(single-device name, value)`` of every variable, a server table partition by
+        partition, produced one at a time (`runtime.result` writes each before the next).
 
         Only the chief's result is used, so only the chief reads the server tables back
         (their whole size, once per run); the other ranks produce nothing.

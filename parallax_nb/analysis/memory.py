@@ -24,8 +24,9 @@ PROCESS_BASELINE_BYTES = 700 * 2**20
 
 # Keras' random initializers hold three copies of a variable at once in eager mode: the draw,
 # its scaling and its shift (measured: a 454 MB RandomUniform table peaks at 2.9 times its size
-# above the process). With TensorFlow's oneDNN allocator that peak also stayed resident for
-# good; `tf_env` makes oneDNN use the system allocator, which gives it back.
+# above the process). The plan counts bytes in use; TensorFlow's CPU allocator on x86 (oneDNN's
+# pool) keeps freed blocks resident, which tables of many sizes do not fully reuse (README,
+# "Benchmarks at scale": HYBRID's rank 0 at 1.15-1.30 of its plan with 26 tables).
 INITIALIZER_COPIES = 3
 
 
@@ -88,7 +89,7 @@ def memory_plan(placements: Sequence[VariablePlacement], slot_counts: Dict[str, 
     are created, before any slot exists, each rank holds the replicated ones and, for the
     largest it makes, the initializer's copies; rank 0 also makes every server table (the
     chief computes their initial values) and keeps server 0's rows."""
-    local = local_variables = 0
+    local = local_variables = server_0_rows = 0
     creation_extra = {"local": 0, "chief": 0}
     on_server = [0] * servers
     for vp in placements:
@@ -99,6 +100,7 @@ def memory_plan(placements: Sequence[VariablePlacement], slot_counts: Dict[str, 
             for part in vp.partitions:
                 on_server[part.server] += part.bytes * (1 + slot_counts.get(v.name, 0))
                 kept += part.bytes if part.server == 0 else 0
+            server_0_rows += kept
             creation_extra["chief"] = max(creation_extra["chief"],
                                           INITIALIZER_COPIES * v.bytes - kept)
         else:
@@ -115,15 +117,8 @@ def memory_plan(placements: Sequence[VariablePlacement], slot_counts: Dict[str, 
         else:
             separate[task] = held
     if ranks:
-        creating[0] = local_variables + _server_0_variables(placements) + max(
-            creation_extra.values())
+        creating[0] = local_variables + server_0_rows + max(creation_extra.values())
     return MemoryPlan(per_rank, separate, creating)
-
-
-def _server_0_variables(placements: Sequence[VariablePlacement]) -> int:
-    """Bytes of server tables' rows on server 0 (without their slots)."""
-    return sum(part.bytes for vp in placements if vp.placement == PS
-               for part in vp.partitions if part.server == 0)
 
 
 def fit_problems(plan: MemoryPlan, rank_limits: Dict[int, Optional[int]],

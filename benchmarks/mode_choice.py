@@ -104,14 +104,25 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small CI variant")
+    parser.add_argument("--settings", default=None,
+                        help="a subset of the settings, by rank count and host count, e.g. "
+                             "'1x1' (1 rank) or '1x1,2x2'; results then go to "
+                             "mode_choice[_quick]_<subset>.*")
     args = parser.parse_args(argv)
+    settings = SETTINGS
+    if args.settings:
+        wanted = set(args.settings.split(","))
+        settings = [s for s in SETTINGS if f"{s[1]}x{s[2]}" in wanted]
+        if len(settings) != len(wanted):
+            parser.error(f"unknown setting(s) in {args.settings!r}; choose from "
+                         f"{', '.join(f'{r}x{h}' for _, r, h in SETTINGS)}")
     plan = PLANS["quick" if args.quick else "full"]
     facts = machine_facts()
     began = time.time()
     rows = []
     for name, workload in plan["workloads"].items():
         program = workload.program()
-        for label, ranks, hosts in SETTINGS:
+        for label, ranks, hosts in settings:
             runs = []
             with px.connect(local=2, simulate_hosts=hosts if hosts > 1 else None) as cluster:
                 for round_ in range(plan["rounds"]):
@@ -127,7 +138,8 @@ def main(argv=None) -> int:
                   f"{','.join(row['auto_chose']):<20} chosen/best "
                   f"{', '.join(f'{x:.2f}' for x in row['chosen_over_best'])}", flush=True)
     facts["load_average_at_end"] = list(os.getloadavg())
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + \
+        (f"_{args.settings.replace(',', '_')}" if args.settings else "")
     results = {"machine": facts, "plan": {k: v for k, v in plan.items() if k != "workloads"},
                "minutes": (time.time() - began) / 60, "rows": rows}
     os.makedirs(RESULTS, exist_ok=True)

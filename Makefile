@@ -38,7 +38,7 @@ bench-quick: setup
 bench-step-path: setup
 	$(PY) -m benchmarks.step_path
 
-# mode="auto" against every mode run in full: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts.
+# mode="auto" against every mode, 3 rounds in a turning order: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts (about 40 minutes).
 bench-mode-choice: setup
 	$(PY) -m benchmarks.mode_choice
 

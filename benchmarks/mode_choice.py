@@ -25,6 +25,7 @@ import sys
 import time
 
 from .machine import machine_facts
+from .throughput import run_throughput
 from .workloads import FULL, QUICK
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -40,41 +41,29 @@ def measure(cluster, program, workload, mode, ranks, warmup, window_seconds) -> 
     """One run of ``mode`` (or "auto": its trials first), stopped once rank 0 has stepped
     ``warmup`` steps and then ``window_seconds`` of steps."""
     import parallax_nb as px
-    from parallax_nb.plan.trials import STOP_SECONDS, stop_within
+    from parallax_nb.plan.trials import STOP_SECONDS, stop_within, window_is_long_enough
 
     config = px.Config(mode=mode, steps=MAX_STEPS, batch_size=workload.batch_size,
                        search_warmup_steps=3, search_window_steps=8)
+    # auto's trials keep their own short windows; the measured run's window is this one
+    window = config.replace(search_warmup_steps=warmup, search_window_seconds=window_seconds)
     run = px.train(program, cluster=cluster, select=ranks, config=config, progress=False)
     try:
-        while not run.done and not _window_done(run.metrics, warmup, window_seconds):
+        while not run.done and not window_is_long_enough(run.metrics, window):
             time.sleep(0.2)
         if run.done:    # it ended by itself: an error (raised here) or too few steps
             run.wait()
             raise RuntimeError(f"{mode} ended before its window was measured")
-        stop_within(run, STOP_SECONDS)
     finally:
         if not run.done:
             stop_within(run, STOP_SECONDS)
+    # the steps after the warm-up that every rank finished (the stop cuts the last ones short)
+    last = int(run.metrics.groupby("rank")["step"].max().min()) - 1
     return {"asked": mode, "mode": run.mode,
-            "examples_per_sec": window_throughput(run.metrics, warmup),
+            "examples_per_sec": run_throughput(run.metrics, warmup, last),
             "choice_seconds": run.started_at - run.train_called_at if mode == "auto" else 0.0,
             "candidates": run.mode_choice.to_frame().to_dict("records")
             if run.mode_choice is not None else None}
-
-
-def _window_done(metrics, warmup, seconds) -> bool:
-    if metrics.empty:
-        return False
-    chief = metrics[(metrics["rank"] == 0) & (metrics["step"] > warmup)]
-    return chief["step_time"].sum() >= seconds
-
-
-def window_throughput(metrics, warmup) -> float:
-    """Examples/s over the steps after the warm-up that every rank finished (the stop cuts
-    the last ones short): each rank's median, summed."""
-    last = int(metrics.groupby("rank")["step"].max().min())
-    steady = metrics[(metrics["step"] > warmup) & (metrics["step"] < last)]
-    return float(steady.groupby("rank")["examples_per_sec"].median().sum())
 
 
 def judge(runs) -> dict:

@@ -45,6 +45,17 @@ class Program:
                 raise ProgramError(
                     f"{field} must be a function, got {type(getattr(self, field)).__name__}")
 
+    @classmethod
+    def from_keras(cls, model_fn: Callable[[], Any], dataset_fn: Callable[..., Iterable],
+                   name: str = "program") -> "Program":
+        """A program whose ``model_fn()`` returns a compiled Keras model (tf_keras or
+        Keras 3): the loss and the optimizer come from ``compile`` (`keras_program`), and
+        ``dataset_fn`` yields ``(x, y)`` or ``(x, y, sample_weight)`` batches."""
+        from .keras_program import keras_program_parts
+
+        loss_fn, optimizer_fn = keras_program_parts(model_fn)
+        return cls(model_fn, loss_fn, dataset_fn, optimizer_fn, name=name)
+
     def check_picklable(self) -> bytes:
         """Pickle the program with cloudpickle, naming the function that cannot be shipped.
 

@@ -413,3 +413,35 @@ def big_table_ar_program(rows=1_000_000):
     """The big table, Adagrad: a known memory footprint (table + accumulator)."""
     return px.Program(functools.partial(big_table_model, rows=rows), regression_loss,
                       functools.partial(distinct_ids, rows=rows), adagrad, name="big_table")
+
+
+# -- written the Keras way: compiled models (Program.from_keras) -----------------------------
+def compiled_keras_model():
+    model = keras_embedding_model()
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1), loss="mse")
+    return model
+
+
+def compiled_keras3_model():
+    model = keras3_embedding_model()
+    model.compile(optimizer=keras.optimizers.Adagrad(0.1), loss="mse")
+    return model
+
+
+def weighted_id_batches(shard, num_shards, batch_size=4):
+    """(ids, target, sample_weight) batches, striding shards like id_batches."""
+    rng = np.random.default_rng(1)
+    weight = rng.uniform(0.5, 2.0, size=64).astype(np.float32)
+    pairs = id_batches(0, 1, batch_size=1).unbatch()
+    ids = np.stack([i for i, _ in pairs.as_numpy_iterator()])
+    target = np.stack([t for _, t in pairs.as_numpy_iterator()])
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], target[shard::num_shards], weight[shard::num_shards])
+    ).batch(batch_size, drop_remainder=True)
+
+
+def compiled_programs():
+    return {"tf_keras": px.Program.from_keras(compiled_keras_model, weighted_id_batches,
+                                              name="compiled_tf_keras"),
+            "keras3": px.Program.from_keras(compiled_keras3_model, id_batches,
+                                            name="compiled_keras3")}

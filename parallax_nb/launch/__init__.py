@@ -21,6 +21,7 @@ def create_run(cluster, config, name: str, payload: bytes) -> Run:
 
     run = Run(cluster.client, uuid.uuid4().hex[:10], config, name=name, launcher=launcher)
     run._cluster = cluster
+    run._payload = payload   # run.model() builds the program's model from it
     return run
 
 

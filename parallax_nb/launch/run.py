@@ -38,6 +38,7 @@ class Run:
         self.config = config
         self.name = name
         self._launcher = launcher   # (number, selection, report) -> a started Attempt
+        self._payload: Optional[bytes] = None   # the pickled Program (create_run sets it)
         self._cluster = None        # the ParallaxCluster (restarts look for free devices)
         self.device_count = 0       # devices asked for (a restart tops up to this many)
         self._attempt = None
@@ -408,6 +409,30 @@ class Run:
         if self.status == STOPPED:
             raise RunStopped(f"run {self.run_id} was stopped before it finished")
         return self._outcomes[0]["result"]
+
+    def model(self, timeout: Optional[float] = None):
+        """The user's Keras model (``model_fn``'s) on this machine with the trained weights:
+        ``evaluate``, ``predict`` and ``save`` work on it as after ``model.fit``."""
+        import cloudpickle
+
+        from ..runtime.export import assign_weights, build_model
+
+        weights = self.result(timeout)
+        if self._payload is None:
+            raise ParallaxError(f"run {self.run_id} was not made by px.train: it has no "
+                                f"program to build the model from")
+        model = build_model(cloudpickle.loads(self._payload))
+        assign_weights(model, weights)
+        return model
+
+    def save(self, path: str, format: str = "keras", timeout: Optional[float] = None) -> str:
+        """Save the trained model where plain Keras loads it, no parallax_nb needed:
+        ``format="keras"`` a ``.keras`` file (``keras.models.load_model``), ``format="tf"``
+        a SavedModel folder (``tf.saved_model.load``). Returns the path."""
+        from ..runtime.export import check_save_target, save_model
+
+        check_save_target(path, format)
+        return save_model(self.model(timeout), path, format)
 
     def report(self):
         """Throughput, loss, placement, restarts: a RunReport (text in a terminal, HTML in

@@ -27,6 +27,11 @@ KEEP = 2
 NAME = "ckpt"
 
 
+def variable_key(name: str) -> str:
+    """A variable's name as a key of the run's checkpoint (`export` reads them back)."""
+    return name.split(":")[0].replace("/", ".")
+
+
 def manager(checkpoint, directory: str):
     """TensorFlow's CheckpointManager that also clears interrupted saves (module doc)."""
     tf = tensorflow()

@@ -19,7 +19,7 @@ from ..row_updates import LocalRowUpdates
 from ..tf_env import build_optimizer, tensorflow, trainable_variables
 from .accounting import Accounting
 from .allreduce import AllReduceSync
-from .checkpoint import CheckpointPolicy, manager, step_of
+from .checkpoint import CheckpointPolicy, manager, step_of, variable_key
 from .health import finite_flags, nonfinite_ranks
 from .data import endless_batches, named_weights
 from .profile import StartupClock, collectives_in, phase_times, pulled_rows, stamp
@@ -97,10 +97,10 @@ class Trainer:
         if self.servers:
             for variable in self.servers.variables:
                 for i, part in enumerate(variable.partitions):
-                    server[f"{_key(variable.name)}.part{i}"] = part
+                    server[f"{variable_key(variable.name)}.part{i}"] = part
         return tf.train.Checkpoint(
             step=self.step_counter,
-            local={_key(variable_name(v)) + f".{i}": tf_variable(v)
+            local={variable_key(variable_name(v)) + f".{i}": tf_variable(v)
                    for i, v in enumerate(self.replicated)},
             server=server, optimizer=self.optimizer, row_updates=self.row_updates.checkpointed(),
             server_optimizers=self.server_sync.checkpointed() if self.server_sync else [])
@@ -302,6 +302,3 @@ def _after(tf, grad):
         return tf.IndexedSlices(tf.identity(grad.values), grad.indices, grad.dense_shape)
     return tf.identity(grad)
 
-
-def _key(name: str) -> str:
-    return name.split(":")[0].replace("/", ".")

@@ -1,0 +1,76 @@
+"""A program written the Keras way: ``model_fn()`` returns a *compiled* model, and the loss and
+the optimizer come from its ``compile`` (tf_keras or Keras 3).
+
+`Program.from_keras` turns it into the four-function contract, so every mode, the analysis
+and the single-device reference treat it like any other program:
+
+* ``loss_fn(model, batch)`` is ``model.compute_loss`` on ``model(x, training=True)``: the
+  compiled loss (with its ``loss_weights``), the batch's sample weights and the model's own
+  regularisation losses, as ``model.fit`` computes them. Batches are ``(x, y)`` or
+  ``(x, y, sample_weight)``, as Keras takes them.
+* ``optimizer_fn()`` makes a new optimizer from the compiled one's serialised config (read
+  once, here on the client), so a rank never builds a second model to get an optimizer.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Tuple
+
+from .errors import ProgramError
+from .keras3 import KERAS3, flavour
+from .tf_env import fresh_keras_names
+
+
+def unpack(batch) -> Tuple[Any, Any, Any]:
+    """``(x, y, sample_weight)`` of a Keras batch: ``(x, y)`` or ``(x, y, sample_weight)``."""
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        x, y, *weight = batch
+        return x, y, (weight[0] if weight else None)
+    raise ProgramError(f"a Keras program's batches are (x, y) or (x, y, sample_weight); "
+                       f"dataset_fn yielded a {type(batch).__name__}"
+                       f"{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
+
+
+def compiled_loss(model, batch):
+    """The loss ``model.fit`` minimises on ``batch`` (module doc)."""
+    x, y, sample_weight = unpack(batch)
+    y_pred = model(x, training=True)
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+
+def make_optimizer(keras_flavour: str, config: dict):
+    """A new optimizer from ``serialize(model.optimizer)`` of the compiled model."""
+    if keras_flavour == KERAS3:
+        import keras
+
+        return keras.optimizers.deserialize(config)
+    import tf_keras
+
+    return tf_keras.optimizers.deserialize(config)
+
+
+def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable]:
+    """(loss_fn, optimizer_fn) of a compiled ``model_fn``; builds the model once to read its
+    ``compile`` (with the names a rank would give it, so no name is used up here)."""
+    with fresh_keras_names():
+        try:
+            model = model_fn()
+        except Exception as exc:
+            raise ProgramError(f"model_fn() raised {type(exc).__name__}: {exc}") from exc
+    made_by = flavour(model)
+    optimizer = getattr(model, "optimizer", None)
+    if made_by is None or optimizer is None or getattr(model, "loss", None) is None:
+        raise ProgramError(
+            "Program.from_keras needs model_fn() to return a compiled Keras model "
+            "(model.compile(optimizer=..., loss=...) inside model_fn); got "
+            f"{type(model).__name__}{' without compile' if made_by else ''}. For a model "
+            "without compile, use px.Program(model_fn, loss_fn, dataset_fn, optimizer_fn).")
+    if made_by == KERAS3:
+        import keras
+
+        config = keras.optimizers.serialize(optimizer)
+    else:
+        import tf_keras
+
+        config = tf_keras.optimizers.serialize(optimizer)
+    return compiled_loss, functools.partial(make_optimizer, made_by, config)

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",
            "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped",
-           "NonFiniteError", "reference"]
+           "NonFiniteError", "reference", "load_model"]
 
 
 def load_ipython_extension(ipython):
@@ -28,3 +28,12 @@ def load_ipython_extension(ipython):
     from .notebook import load_ipython_extension as load
 
     load(ipython)
+
+
+def load_model(program: Program, checkpoint_dir: str):
+    """The Keras model of ``program`` with the weights of the newest checkpoint a run wrote
+    to ``checkpoint_dir`` (any mode; server tables assembled one partition at a time), so a
+    closed notebook keeps its model: ``px.load_model(program, "ckpts/").predict(x)``."""
+    from .runtime.export import load_from_checkpoint
+
+    return load_from_checkpoint(program, checkpoint_dir)

@@ -5,6 +5,7 @@ One `Config` travels from the notebook to every rank, so it holds plain values o
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Dict, Optional, Union
 
 from .errors import ConfigError
@@ -102,6 +103,7 @@ class Config:
     checkpoint_dir: Optional[str] = None
     checkpoint_every_steps: Optional[int] = None
     checkpoint_every_seconds: Optional[float] = None
+    tensorboard_dir: Optional[str] = None
     log_every: int = 1
     start_timeout: float = 120.0
     profile: bool = False
@@ -117,6 +119,10 @@ class Config:
             raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)} or "
                               f"'auto'")
         object.__setattr__(self, "mode", mode)
+        if self.tensorboard_dir and "://" not in str(self.tensorboard_dir):
+            # the ranks run in folders of their own: a relative path means the client's
+            object.__setattr__(self, "tensorboard_dir",
+                               os.path.abspath(os.path.expanduser(str(self.tensorboard_dir))))
         _positive_int("steps", self.steps)
         _positive_int("log_every", self.log_every)
         if self.batch_size is not None:

@@ -183,3 +183,30 @@ def test_a_model_without_compile_is_refused_with_what_to_do():
                                               r"sample_weight\).*int"):
         from parallax_nb.keras_program import unpack
         unpack(3)
+
+
+def test_rank_0_writes_the_runs_scalars_for_tensorboard(cluster, tmp_path):
+    """Read back with TensorBoard's own event reader: one events file (rank 0's), a loss
+    per step equal to what rank 0 reported, examples/s and step time beside it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "board"
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   progress=False, config=px.Config(mode="HYBRID", steps=4, batch_size=4,
+                                                    tensorboard_dir=str(board)))
+    run.result(timeout=300)
+    files = list(board.glob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    events = EventAccumulator(str(board), size_guidance={"tensors": 0}).Reload()
+    assert {"loss", "examples_per_sec", "step_time"} <= set(events.Tags()["tensors"])
+    written = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("loss")}
+    reported = run.metrics.query("rank == 0").set_index("step")["loss"]
+    assert sorted(written) == [1, 2, 3, 4] == sorted(reported.index)
+    for step, loss in written.items():
+        assert loss == pytest.approx(reported[step], rel=1e-6)
+    assert all(float(tf.make_ndarray(e.tensor_proto)) > 0
+               for e in events.Tensors("examples_per_sec"))
+
+
+def test_a_relative_tensorboard_dir_is_the_clients():
+    assert px.Config(tensorboard_dir="tb").tensorboard_dir == os.path.abspath("tb")

@@ -26,6 +26,7 @@ from .profile import StartupClock, collectives_in, phase_times, pulled_rows, sta
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
+from .tensorboard import ScalarWriter
 
 
 class Trainer:
@@ -199,10 +200,21 @@ class Trainer:
         policy = CheckpointPolicy(config.checkpoint_every_steps, config.checkpoint_every_seconds)
         batches = itertools.chain([self.first_batch] if not self.start_step else [],
                                   self.batches)
-        previous = time.perf_counter()
         remaining = max(config.steps - self.start_step, 0)
-        saved = None
         batches = itertools.islice(batches, remaining)
+        board = (ScalarWriter(config.tensorboard_dir)
+                 if config.tensorboard_dir and self.chief else None)
+        try:
+            self._loop(batches, remaining, policy, board)
+        finally:
+            if board is not None:
+                board.close()
+        return self.weights()
+
+    def _loop(self, batches, remaining: int, policy, board) -> None:
+        spec, config = self.spec, self.config
+        previous = time.perf_counter()
+        saved = None
         for step_number in range(self.start_step + 1, self.start_step + remaining + 1):
             batch = next(batches)
             input_seconds = time.perf_counter() - previous
@@ -222,18 +234,22 @@ class Trainer:
                 stamps = traffic.pop("stamps", None)
                 phases = (dict(phase_times(stamps.numpy(), elapsed, input_seconds),
                                **self._blocking(batch)) if stamps is not None else {})
+                speed = examples / elapsed if elapsed > 0 else 0.0
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
-                                 examples_per_sec=examples / elapsed if elapsed > 0 else 0.0,
-                                 peak_rss=peak_rss(),
+                                 examples_per_sec=speed, peak_rss=peak_rss(),
                                  **{k: int(v) for k, v in traffic.items()}, **phases)
+                if board is not None:
+                    board.write(step_number, {"loss": loss, "examples_per_sec": speed,
+                                              "step_time": elapsed,
+                                              **{f"phase/{k}": v for k, v in phases.items()
+                                                 if isinstance(v, float)}})
             if self.checkpoints is not None and self.chief and policy.due(step_number):
                 saved = self.checkpoints.save(checkpoint_number=step_number)
             previous = time.perf_counter()
         if self.checkpoints is not None and self.chief and remaining and \
                 (saved is None or step_of(saved) != config.steps):
             self.checkpoints.save(checkpoint_number=config.steps)
-        return self.weights()
 
     def _check_finite(self, step_number: int, loss: float, finite, ranks) -> None:
         """``finite``: this rank's flags (loss, then each gradient); ``ranks``: per rank,

@@ -20,7 +20,7 @@ run: setup
 # installed parallax_nb kernel (cells marked NBVAL_CHECK_OUTPUT must reproduce their output).
 test: setup
 	$(PY) -m parallax_nb.kernels install --sys-prefix
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb --durations=25
 
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
 # in benchmarks/results/. bench-quick runs the small variants (1-3 minutes) that CI runs through tests.

@@ -14,8 +14,9 @@ from .launch import Run
 from .program import Program
 from .reference import reference
 from .training import train
+from .version import package_version
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",

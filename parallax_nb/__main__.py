@@ -3,6 +3,7 @@
     python -m parallax_nb analyze parallax_nb.examples.language_model:program --steps 5
     python -m parallax_nb train parallax_nb.examples.language_model:program --mode AR --steps 50
     python -m parallax_nb check --scheduler tcp://scheduler:8786   (exit code 1: a row failed)
+    python -m parallax_nb --version
 """
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import time
 
 from .config import AUTO_MODE, MODES, Config
 from .errors import ParallaxError
+from .version import package_version
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m parallax_nb", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"parallax_nb {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="sparse-variable analysis of a program")

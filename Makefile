@@ -4,15 +4,19 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps clean
+.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps clean
 
-setup:
+# The Python environment (all `make run` and the benchmarks need), then the system pieces
+# only the tests drive (Chromium, the JupyterHub proxy).
+setup-python:
 	@bash scripts/setup_env.sh
+
+setup: setup-python
 	@bash scripts/setup_system.sh
 
 # The main job: HYBRID training of the bundled language model (200k-word vocabulary, sampled
 # softmax) on an embedded local Dask cluster of 2 workers, with its analysis and run report.
-run: setup
+run: setup-python
 	$(PY) -m parallax_nb train parallax_nb.examples.language_model:program --mode HYBRID \
 	    --steps 60 --batch-size 32 --local 2
 
@@ -24,36 +28,36 @@ test: setup
 
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
 # in benchmarks/results/. bench-quick runs the small variants (1-3 minutes) that CI runs through tests.
-bench: setup
+bench: setup-python
 	$(PY) -m benchmarks.step_path
 	$(PY) -m benchmarks.paper_comparison
 	$(PY) -m benchmarks.partition_search
 
-bench-quick: setup
+bench-quick: setup-python
 	$(PY) -m benchmarks.step_path --quick
 	$(PY) -m benchmarks.paper_comparison --quick
 	$(PY) -m benchmarks.partition_search --quick
 
 # HYBRID's step against plain TensorFlow and AR, with the per-phase profile (about 8 minutes).
-bench-step-path: setup
+bench-step-path: setup-python
 	$(PY) -m benchmarks.step_path
 
 # mode="auto" against every mode, 3 rounds in a turning order: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts (about 40 minutes).
-bench-mode-choice: setup
+bench-mode-choice: setup-python
 	$(PY) -m benchmarks.mode_choice
 
 # Where Parallax wins (#15): 4 simulated hosts on links scaled to a GPU cluster's share of a
 # step, and a model whose tables do not fit every rank (about 50 minutes; needs root for the
 # network namespaces). benchmarks/accelerator_step.py is its GPU side (run on a GPU machine).
-bench-scale: setup
+bench-scale: setup-python
 	$(PY) -m benchmarks.scale
 
 # Runs that survive (#17): 2,400 HYBRID steps with a process killed every 500 steps (about
 # 3 minutes); step times over 3 epochs, before (one tf.data iterator per epoch) and after.
-bench-soak: setup
+bench-soak: setup-python
 	$(PY) -m benchmarks.soak
 
-bench-steady-steps: setup
+bench-steady-steps: setup-python
 	$(PY) -m benchmarks.steady_steps --per-epoch-iterators
 	$(PY) -m benchmarks.steady_steps
 

@@ -6,7 +6,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PARALLAX_VENV:-.venv}
-PY=${PYTHON:-python3}
+
+# TensorFlow 2.18.1 has wheels for Python 3.10-3.12 only: take $PYTHON, else the first
+# supported interpreter on PATH, and stop at once (nothing created) where there is none.
+supported() { "$1" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' \
+                 >/dev/null 2>&1; }
+NEEDS="parallax_nb needs Python 3.10, 3.11 or 3.12 (TensorFlow 2.18.1 has no wheels for newer ones)"
+if [[ -n "${PYTHON:-}" ]]; then
+  if ! supported "$PYTHON"; then
+    echo "[setup] PYTHON=$PYTHON is not Python 3.10-3.12. $NEEDS: set PYTHON to one" >&2
+    exit 2
+  fi
+  PY=$PYTHON
+else
+  PY=
+  for candidate in python3.12 python3.11 python3.10 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && supported "$candidate"; then
+      PY=$candidate
+      break
+    fi
+  done
+  if [[ -z "$PY" ]]; then
+    echo "[setup] no Python 3.10-3.12 found on PATH. $NEEDS: install python3.12" \
+         "(e.g. apt-get install python3.12 python3.12-venv) or set PYTHON=/path/to/python3.x" >&2
+    exit 2
+  fi
+fi
+if [[ -n "${PARALLAX_SETUP_CHECK_PYTHON:-}" ]]; then   # say which interpreter, change nothing
+  echo "$PY"
+  exit 0
+fi
 STAMP="$VENV/.parallax-ready"
 REQ_HASH=$(cat setup.py scripts/setup_env.sh | sha256sum | cut -c1-16)
 

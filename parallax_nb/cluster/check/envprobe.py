@@ -70,13 +70,21 @@ def installed_version(name, location):
 
 
 def assigned_version(location):
+    """The ``__version__`` literal of the package's ``__init__.py``, else (a source tree such
+    as parallax_nb's, whose version is read from its metadata) the ``version="..."`` of the
+    setup.py beside the package, else None."""
     init = os.path.join(location, "__init__.py") if os.path.isdir(location) else location
-    try:
-        with open(init, encoding="utf-8", errors="replace") as f:
-            match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read(), re.M)
-    except OSError:
-        return None
-    return match.group(1) if match else None
+    setup = os.path.join(os.path.dirname(os.path.abspath(location)), "setup.py")
+    for path, pattern in ((init, r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"),
+                          (setup, r"^\s*version\s*=\s*['\"]([^'\"]+)['\"]")):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                match = re.search(pattern, f.read(), re.M)
+        except OSError:
+            continue
+        if match:
+            return match.group(1)
+    return None
 
 
 def source_digest(directory):

@@ -38,15 +38,20 @@ def compiled_loss(model, batch):
     return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
 
-def make_optimizer(keras_flavour: str, config: dict):
-    """A new optimizer from ``serialize(model.optimizer)`` of the compiled model."""
+def optimizers_of(keras_flavour: str):
+    """The ``optimizers`` module of Keras 3 or of tf_keras."""
     if keras_flavour == KERAS3:
         import keras
 
-        return keras.optimizers.deserialize(config)
+        return keras.optimizers
     import tf_keras
 
-    return tf_keras.optimizers.deserialize(config)
+    return tf_keras.optimizers
+
+
+def make_optimizer(keras_flavour: str, config: dict):
+    """A new optimizer from ``serialize(model.optimizer)`` of the compiled model."""
+    return optimizers_of(keras_flavour).deserialize(config)
 
 
 def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable]:
@@ -65,12 +70,5 @@ def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable
             "(model.compile(optimizer=..., loss=...) inside model_fn); got "
             f"{type(model).__name__}{' without compile' if made_by else ''}. For a model "
             "without compile, use px.Program(model_fn, loss_fn, dataset_fn, optimizer_fn).")
-    if made_by == KERAS3:
-        import keras
-
-        config = keras.optimizers.serialize(optimizer)
-    else:
-        import tf_keras
-
-        config = tf_keras.optimizers.serialize(optimizer)
+    config = optimizers_of(made_by).serialize(optimizer)
     return compiled_loss, functools.partial(make_optimizer, made_by, config)

@@ -51,18 +51,19 @@ def assign_weights(model, weights: Dict[str, object]) -> None:
         variable.assign(weights[name])
 
 
-def checkpoint_values(prefix: str) -> Iterable[Tuple[str, str, int, str]]:
-    """``(kind, variable key, index, key)`` of each model value in a run's checkpoint: kind
-    ``local`` (a replicated variable, index its place among them) or ``server`` (a server
-    table's partition, index its partition number), and the checkpoint's own key. Variable
-    keys are `checkpoint.variable_key` names."""
-    reader = tensorflow().train.load_checkpoint(prefix)
+def checkpoint_values(reader) -> Iterable[Tuple[str, str, int, str]]:
+    """``(kind, variable key, index, key)`` of each model value a run's checkpoint holds
+    (``reader``: its ``tf.train.load_checkpoint``): kind ``local`` (a replicated variable,
+    index its place among them) or ``server`` (a server table's partition, index its
+    partition number), and the checkpoint's own key. Variable keys are
+    `checkpoint.variable_key` names. TensorFlow writes a "." in an object's name as "..".
+    """
     pattern = re.compile(r"^(local|server)/(.+)/\.ATTRIBUTES/VARIABLE_VALUE$")
     for key in reader.get_variable_to_shape_map():
         match = pattern.match(key)
         if not match:
             continue
-        name = match.group(2).replace("..", ".")   # TensorFlow escapes "." in object names
+        name = match.group(2).replace("..", ".")
         kind = match.group(1)
         stem, _, index = name.rpartition(".part" if kind == "server" else ".")
         yield kind, stem, int(index), key
@@ -81,7 +82,7 @@ def load_from_checkpoint(program: Program, directory: str):
     variables = list(model.variables)
     keys = [variable_key(n) for n in variable_names(variables)]
     local, server = {}, {}
-    for kind, stem, index, key in checkpoint_values(prefix):
+    for kind, stem, index, key in checkpoint_values(reader):
         (local if kind == "local" else server).setdefault(stem, {})[index] = key
     replicated = 0   # the trainer numbers the variables it does not keep on servers
     for variable, key in zip(variables, keys):

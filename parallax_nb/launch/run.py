@@ -164,7 +164,8 @@ class Run:
         """Where the start-up went, for the rank that took longest to its first step:
         ``plan`` (px.train in the client: analysis, searches, servers), ``process`` (until
         the rank's code ran: a new Python process, or a spare's wake-up), then the rank's own
-        phases (``horovod``, ``connect``, ``model``, ``optimizer``, ``first_step``)."""
+        phases (``horovod``, ``connect``, ``model``, ``optimizer``, ``trace``: the step
+        function traced, ``first_step``: TensorFlow instantiating it and running it once)."""
         if not self.startup:
             return {}
         slowest = max(self.startup.values(),

@@ -12,7 +12,8 @@ from typing import Optional
 from ..keras3 import variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
-from ..tf_env import fresh_keras_names, tensorflow, trainable_variables
+from ..tf_env import fresh_keras_names, step_function, tensorflow, trainable_variables, \
+    user_function
 from .data import endless_batches, named_weights
 
 
@@ -41,10 +42,12 @@ def train_single_device(program: Program, steps: int, batch_size: Optional[int] 
         v for g, v in zip(tape.gradient(probe, variables), variables)
         if isinstance(g, tf.IndexedSlices)])
 
-    @tf.function(reduce_retracing=True)
+    loss_fn = user_function(program.loss_fn)
+
+    @step_function
     def step(batch):
         with tf.GradientTape() as tape:
-            loss = program.loss_fn(model, batch)
+            loss = loss_fn(model, batch)
         grads = [g if g is None else
                  _scaled(g, scale.get(variable_name(v), 1.0) *
                          (sparse_scale if isinstance(g, tf.IndexedSlices) else 1.0))

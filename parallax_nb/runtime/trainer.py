@@ -16,7 +16,8 @@ from ..events import INFO, STARTUP, STEP, EventWriter
 from ..keras3 import check_one_keras, tf_variable, variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
-from ..tf_env import build_optimizer, tensorflow, trainable_variables
+from ..tf_env import build_optimizer, step_function, tensorflow, trainable_variables, \
+    user_function
 from .accounting import Accounting
 from .allreduce import AllReduceSync
 from .checkpoint import CheckpointPolicy, manager, step_of, variable_key
@@ -140,12 +141,13 @@ class Trainer:
                    if variable_name(v) in densified]
         check_finite = self.config.on_nonfinite != "ignore"
         rank, size = self.spec.rank, self.spec.size
+        loss_fn = user_function(program.loss_fn)
 
-        @tf.function(reduce_retracing=True)
+        @step_function
         def step(batch):
             stamps = [stamp()] if profile else []
             with tf.GradientTape() as tape, pulled_rows() as pulled:
-                loss = program.loss_fn(model, batch)
+                loss = loss_fn(model, batch)
             grads = tape.gradient(loss, variables)
             local_grads, server_grads = grads[:n_local], grads[n_local:]
             if profile:
@@ -218,6 +220,10 @@ class Trainer:
         for step_number in range(self.start_step + 1, self.start_step + remaining + 1):
             batch = next(batches)
             input_seconds = time.perf_counter() - previous
+            if "trace" not in self.clock.phases:   # start-up: tracing apart from the first run
+                self._step.get_concrete_function(batch)
+                self.clock.mark("trace")
+                previous = time.perf_counter() - input_seconds   # the step's time without it
             loss, traffic, keep = self._step(batch)
             loss = float(loss)
             finite = traffic.pop("finite", None)
@@ -225,7 +231,7 @@ class Trainer:
                 self._check_finite(step_number, loss, finite.numpy(), keep[0].numpy()[1:])
             now = time.perf_counter()
             if not self.clock.phases.get("first_step"):
-                self.clock.mark("first_step")    # tracing the step function, then running it
+                self.clock.mark("first_step")    # TensorFlow instantiating it, then running it
                 self.events.send(STARTUP, rank=spec.rank, started=self.clock.started,
                                  phases=self.clock.phases)
             if step_number % config.log_every == 0 or step_number == config.steps:

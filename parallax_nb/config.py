@@ -72,9 +72,9 @@ class Config:
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
         step metrics and in the run report. Cheap: a few timestamps per step.
-    warm_start: after a run, every Dask worker that ran one of its processes keeps a spare
-        process with TensorFlow and Horovod imported for the next run (`launch.warm`): a
-        second run in a session starts seconds sooner. Spares hold memory (a TensorFlow
+    warm_start: every Dask worker that runs one of a run's processes starts a spare process
+        with TensorFlow and Horovod imported for the next run (`launch.warm`) once that
+        process has started up: the next run in a session starts seconds sooner. Spares hold memory (a TensorFlow
         process each, about 0.4 GB) until the worker exits or ``cluster.release_spares()``.
     on_nonfinite: what a non-finite (NaN or infinite) loss or gradient does: "stop" (the
         default) fails the run with the step, the rank and the variables whose gradients

@@ -55,17 +55,21 @@ class EventForwarder(threading.Thread):
 
     Step records are batched (flushed at least every ``flush_seconds``, also when the rank
     is quiet) so fast steps do not flood the scheduler; other messages go at once. The last
-    ERROR message is kept for the supervisor's exception.
+    ERROR message is kept for the supervisor's exception; ``on_startup`` runs once, when the
+    rank reports its start-up done (its first step).
     """
 
-    def __init__(self, fd: int, log_event, topic: str, flush_seconds: float = 0.25):
+    def __init__(self, fd: int, log_event, topic: str, flush_seconds: float = 0.25,
+                 on_startup=None):
         super().__init__(daemon=True, name=f"parallax-events-{topic}")
         self._fd = fd
         self._log_event = log_event
         self._topic = topic
         self._flush_seconds = flush_seconds
         self._pending = []
+        self._on_startup = on_startup
         self.error = None
+        self.started_up = False
 
     def run(self):
         buffer = b""
@@ -96,6 +100,10 @@ class EventForwarder(threading.Thread):
             return
         if message.get("type") == ERROR:
             self.error = message
+        if message.get("type") == STARTUP and not self.started_up:
+            self.started_up = True
+            if self._on_startup is not None:
+                self._on_startup()
         self._flush()
         self._log_event(self._topic, message)
 

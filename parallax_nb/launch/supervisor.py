@@ -93,7 +93,11 @@ def _supervise(module, spec, label, prepare, environment, failure,
                                        stdout=log, stderr=subprocess.STDOUT,
                                        pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
-    forwarder = EventForwarder(read_fd, worker.log_event, spec.topic)
+    # The next run on this worker starts warm: a spare is started once this process has
+    # started up (not during it: on a small machine they would share its cores), or once it
+    # ends if it never got that far (a server, a failed rank).
+    replenish = warm.replenish if spec.config.warm_start else None
+    forwarder = EventForwarder(read_fd, worker.log_event, spec.topic, on_startup=replenish)
     forwarder.start()
     stop = Event(spec.stop_event)
     stopped = False
@@ -108,8 +112,8 @@ def _supervise(module, spec, label, prepare, environment, failure,
     finally:
         terminate(process)
         forwarder.join(timeout=5)
-        if spec.config.warm_start:   # the next run on this worker starts warm
-            warm.replenish()
+        if replenish is not None and not forwarder.started_up:
+            replenish()
     try:
         if stopped:
             return {"status": "stopped", "pid": process.pid}

@@ -1,7 +1,8 @@
 """Spare processes a Dask worker keeps for its next rank or server (`runtime.warm`).
 
-After a run's process ends on a worker, the worker starts one spare in the background, so
-that the next run there skips Python's and TensorFlow's start-up (README, "Start-up"). A spare
+Once a run's process on a worker has started up (or has ended before that), the worker
+starts one spare in the background, so that the next run there, or this run's restart after
+a loss, skips Python's and TensorFlow's start-up (README, "Start-up"). A spare
 lives in its own work directory ``parallax-warm-*``; the run that takes it renames that
 directory to its own ``parallax-<run>-<label>-*`` (the process keeps it as its working
 directory and its log), so cleaning up works as for a process started cold. Spares are

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 
+import psutil
 import pytest
 import tensorflow as tf
 
@@ -19,13 +20,6 @@ from parallax_nb.launch.checks import DevicesInUse
 
 pytestmark = pytest.mark.timeout(300)
 TMP = tempfile.gettempdir()
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with px.connect(local=2) as cluster:
-        yield cluster
-        assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
 
 
 def nothing_left(run):
@@ -166,14 +160,17 @@ def test_ctrl_c_while_the_run_plans_its_partitions_leaves_nothing(cluster):
                        search_warmup_steps=1, search_window_steps=2)
     run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
                    config=config, progress=False)
-    timer = interrupt_after(8.0)    # past the analysis, inside the trial runs
+    # past the analysis, inside the trial runs (the first trial is launching)
+    assert wait_for(lambda: run.planning is not None and run.planning.trial_run_ids, 120)
+    timer = interrupt_after(1.0)
     with pytest.raises(KeyboardInterrupt):
         run.wait()
     timer.join()
     assert run.status == "stopped" and run.slots == []     # nothing was launched
     assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
-    assert wait_for(lambda: not [d for d in glob.glob(os.path.join(TMP, "parallax-*"))
-                                 if "-rank" in d or "-ps" in d], timeout=10)
+    for trial in run.planning.trial_run_ids:     # what each trial left: nothing
+        assert wait_until_gone([p.pid for p in run_processes(trial)]) == []
+        assert wait_for(lambda: not glob.glob(os.path.join(TMP, f"parallax-{trial}-*")), 10)
     # and the devices are free for the next run
     again = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
                      config=px.Config(mode="AR", steps=2, batch_size=4))
@@ -202,6 +199,64 @@ def test_interrupted_saves_go_at_the_next_restore_and_save(cluster, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1.data-00000-of-00001",
                                             "ckpt-1.index", "ckpt-2.data-00000-of-00001",
                                             "ckpt-2.index"]
+
+
+def test_the_stale_folder_sweep_takes_only_this_users_abandoned_folders(tmp_path):
+    """What every launch sweeps from the temporary directory (`sweep_stale_workdirs`): an old
+    folder of this user's that no process works in; never one a live process works in, a
+    fresh one, one not named as the SDK names its folders, or (run as root) another user's."""
+    from parallax_nb.launch.supervisor import STALE_SECONDS, sweep_stale_workdirs
+
+    old = time.time() - STALE_SECONDS - 5
+
+    def folder(name, uid=None):
+        path = tmp_path / name
+        path.mkdir()
+        if uid is not None:
+            os.chown(path, uid, -1)
+        os.utime(path, (old, old))
+        return path
+
+    abandoned = folder("parallax-0123456789-rank0-abc")
+    working = folder("parallax-warm-def")
+    folder("parallax-notes")
+    (tmp_path / "parallax-warm-new").mkdir()
+    if os.geteuid() == 0:
+        folder("parallax-9876543210-ps1-ghi", uid=65534)    # nobody's
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               cwd=working)
+    try:
+        assert wait_for(lambda: psutil.Process(process.pid).cwd() == str(working), 10)
+        assert sweep_stale_workdirs(str(tmp_path)) == [str(abandoned)]
+    finally:
+        process.kill()
+        process.wait()
+    assert not abandoned.exists() and len(list(tmp_path.iterdir())) == 3 + (os.geteuid() == 0)
+
+
+def test_a_run_on_a_second_cluster_leaves_a_running_runs_folders_alone(cluster):
+    """Two clusters on one machine share its temporary directory: the second's launch sweeps
+    it, and the first run's folders (made to look abandoned) stay while their processes work."""
+    first = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                     config=px.Config(mode="HYBRID", steps=1_000_000, batch_size=4))
+    try:
+        assert wait_for(lambda: len(first.metrics) > 2, timeout=120)
+        folders = glob.glob(os.path.join(TMP, f"parallax-{first.run_id}-*"))
+        assert len(folders) >= 2                       # its ranks' (and server's) folders
+        old = time.time() - 3600
+        for path in folders:
+            os.utime(path, (old, old))
+        with px.connect(local=1) as other:
+            second = px.train(programs.keras_embedding_program(), cluster=other,
+                              config=px.Config(mode="AR", steps=2, batch_size=4))
+            assert second.wait(timeout=120).status == "finished"
+        assert all(os.path.isdir(path) for path in folders)
+        steps = len(first.metrics)
+        assert wait_for(lambda: len(first.metrics) > steps, timeout=60)
+        assert first.status == "running"
+    finally:
+        first.stop()
+    nothing_left(first)
 
 
 CLIENT = """

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -148,8 +149,13 @@ _WORKDIR = re.compile(r"^parallax-(warm|[0-9a-f]{10}-(rank|ps)\d+)-")
 def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
     """Remove the work directories of processes that are gone without cleaning up (a
     process and its worker killed together): ``parallax-<run>-rank*``, ``-ps*`` and
-    ``parallax-warm-*`` folders in the temporary directory that no live process works in
-    and that are older than a minute. Returns what it removed."""
+    ``parallax-warm-*`` folders in the temporary directory that this user owns, that no live
+    process works in and that are older than a minute. Returns what it removed.
+
+    Other clusters on the machine share the temporary directory: their live processes keep
+    their folders (a process's working directory is visible to its own user), and another
+    user's folders are never touched, even by root (whose view of their processes is not
+    proof of anything: it would remove a folder whose process it cannot read)."""
     import psutil
 
     root = root or tempfile.gettempdir()
@@ -158,7 +164,7 @@ def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
                       if _WORKDIR.match(name)]
     except OSError:
         return []
-    candidates = [path for path in candidates if _age(path) > STALE_SECONDS]
+    candidates = [path for path in candidates if _stale(path)]
     if not candidates:
         return []
     in_use = set()
@@ -176,15 +182,16 @@ def sweep_stale_workdirs(root: Optional[str] = None) -> List[str]:
     return removed
 
 
-def _age(path: str) -> float:
-    """Seconds since the folder changed; 0 for one that is gone or not a folder: another
-    worker's sweep, or a run claiming a spare (a rename), can take it while we look."""
+def _stale(path: str) -> bool:
+    """A folder of this user's, unchanged for `STALE_SECONDS`; False for one that is gone
+    or not a folder: another worker's sweep, or a run claiming a spare (a rename), can take
+    it while we look."""
     try:
-        if os.path.isdir(path):
-            return time.time() - os.path.getmtime(path)
+        status = os.stat(path)
     except OSError:
-        pass
-    return 0.0
+        return False
+    return stat.S_ISDIR(status.st_mode) and status.st_uid == os.geteuid() and \
+        time.time() - status.st_mtime > STALE_SECONDS
 
 
 def terminate(process: subprocess.Popen) -> None:

@@ -52,6 +52,8 @@ class Planning:
         self.records: List[Trial] = []      # ended trials, in order
         self.current: Optional[Trial] = None
         self.trial_run = None               # the Run of the trial under way (`trials`)
+        self.trial_run_ids: List[str] = []  # every trial's run id, in launch order: what
+        #                                     each left (``parallax-<id>-*``) can be found
         self.cancelled = threading.Event()
         self._callbacks: List[Callable[[Trial], None]] = []
         self._lock = threading.RLock()      # also orders what callbacks see
@@ -94,6 +96,12 @@ class Planning:
                     callback(trial)
                 except Exception:   # a view that fails must not end the search
                     pass
+
+    def launching(self, run) -> None:
+        """``run`` is the trial about to launch: `cancel` stops it."""
+        with self._lock:
+            self.trial_run = run
+            self.trial_run_ids.append(run.run_id)
 
     def cancel(self) -> None:
         """End the searches: no further trial starts, and the one under way is stopped

@@ -54,7 +54,7 @@ class Trials:
                                       servers=config.servers, partitions=config.partitions)
         run = create_run(self.cluster, trial_config, f"{self.name} (trial)", self.payload)
         if self.planning is not None:
-            self.planning.trial_run = run    # cancel() stops it
+            self.planning.launching(run)    # cancel() stops it
         try:
             if self.planning is not None:
                 self.planning.raise_if_cancelled()

@@ -22,3 +22,25 @@ def ipython():
     from IPython.testing.globalipapp import start_ipython
 
     return start_ipython() or TerminalInteractiveShell.instance()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster():
+    """One embedded cluster (2 workers) for every test module that needs no cluster of its
+    own: its start-up, and the warm spares its runs leave for the next, are paid once per
+    suite, not once per module. Modules that need another shape (3 workers, 2 slots per
+    worker, simulated hosts, labels) start their own."""
+    import parallax_nb as px
+
+    with px.connect(local=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(shared_cluster):
+    """The shared cluster for one module; at the module's end, no rank or server of its runs
+    is left (the idle spares kept for the next run are not theirs)."""
+    from cluster_tools import cluster_children, wait_until_gone
+
+    yield shared_cluster
+    assert wait_until_gone([p.pid for p in cluster_children(shared_cluster)]) == []

@@ -14,17 +14,9 @@ import parallax_nb as px
 import tensorflow as tf
 import programs
 from parallax_nb.runtime.export import assign_weights, build_model
-from cluster_tools import cluster_children, wait_until_gone
 
 pytestmark = pytest.mark.timeout(400)
 IDS = np.arange(30, dtype=np.int64).reshape(10, 3) % 50
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with px.connect(local=2) as cluster:
-        yield cluster
-        assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
 
 
 # tf_keras in HYBRID with a table split over two partitions; Keras 3 in AR

@@ -84,16 +84,15 @@ def test_auto_is_a_mode_the_config_accepts_and_the_analysis_plans_with_its_recom
 
 
 @pytest.mark.timeout(600)
-def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest(capfd):
+def test_auto_on_one_machine_times_every_mode_and_trains_in_the_fastest(capfd, cluster):
     import programs
     from cluster_tools import cluster_children, wait_until_gone
 
-    with px.connect(local=2) as cluster:
-        run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
-                       config=px.Config(mode="auto", steps=4, batch_size=4,
-                                        search_warmup_steps=2, search_window_steps=4))
-        run.wait(timeout=300)
-        children = [p.pid for p in cluster_children(cluster)]
+    run = px.train(programs.keras_embedding_program(), cluster=cluster, select=2,
+                   config=px.Config(mode="auto", steps=4, batch_size=4,
+                                    search_warmup_steps=2, search_window_steps=4))
+    run.wait(timeout=300)
+    children = [p.pid for p in cluster_children(cluster)]
     choice = run.mode_choice.to_frame().set_index("mode")
     assert sorted(choice.index) == ["AR", "HYBRID", "PS"]
     # each trial reported as it ended: in run.planning, and on the terminal (stderr)

@@ -263,11 +263,10 @@ def test_html_report_has_the_samples_and_a_plot_of_them_and_the_fit():
 
 # -- on a cluster: the quick benchmark is the integration test ----------------------------------
 @pytest.fixture(scope="module")
-def quick_benchmark(tmp_path_factory):
+def quick_benchmark(tmp_path_factory, cluster):
     out = tmp_path_factory.mktemp("results")
-    with px.connect(local=2) as cluster:
-        results = benchmark.main(["--quick", "--out", str(out)], cluster=cluster)
-        leftovers = wait_until_gone([p.pid for p in cluster_children(cluster)])
+    results = benchmark.main(["--quick", "--out", str(out)], cluster=cluster)
+    leftovers = wait_until_gone([p.pid for p in cluster_children(cluster)])
     with open(out / "partition_search_quick.json") as f:
         written = json.load(f)
     return results, written, leftovers

@@ -9,17 +9,9 @@ import pytest
 
 import parallax_nb as px
 import programs
-from cluster_tools import cluster_children, wait_until_gone
 from parallax_nb.runtime.single import train_single_device
 
 pytestmark = pytest.mark.timeout(400)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with px.connect(local=2) as cluster:
-        yield cluster
-        assert wait_until_gone([p.pid for p in cluster_children(cluster)]) == []
 
 
 def relative_error(a, b):

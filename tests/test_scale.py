@@ -19,12 +19,18 @@ NETNS = netns.unavailable_reason()
 MODES = {"HYBRID", "PS", "AR"}
 
 
-def run_quick(out, part):
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """`make bench-scale`'s quick variant, both parts in one invocation (the suite keeps one
+    quick case per benchmark), and what it left: no namespace, no process."""
+    if NETNS is not None:
+        pytest.skip(f"simulated machines unavailable: {NETNS}")
+    out = tmp_path_factory.mktemp("scale")
     process = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--quick",
-                                "--parts", part, "--out", str(out)], cwd=ROOT,
+                                "--out", str(out)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        output, _ = process.communicate(timeout=540)
+        output, _ = process.communicate(timeout=900)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -56,10 +62,9 @@ def test_the_link_is_scaled_by_the_accelerator_over_this_machines_step():
         1e9 * 0.0031 / 0.0415, rel=1e-3)
 
 
-@pytest.mark.skipif(NETNS is not None, reason=f"simulated machines unavailable: {NETNS}")
-@pytest.mark.timeout(660)
-def test_quick_network_bound_case_on_four_hosts(tmp_path):
-    results, markdown = run_quick(tmp_path, "network")
+@pytest.mark.timeout(1000)
+def test_quick_network_bound_case_on_four_hosts(quick):
+    results, markdown = quick
     runs = results["runs"]
     assert all(r["status"] == "ok" and r["hosts"] == 4 for r in runs), \
         [r.get("error") for r in runs]
@@ -85,10 +90,9 @@ def test_quick_network_bound_case_on_four_hosts(tmp_path):
     assert "| lm | 4x1 | 1gbit |" in markdown
 
 
-@pytest.mark.skipif(NETNS is not None, reason=f"simulated machines unavailable: {NETNS}")
-@pytest.mark.timeout(660)
-def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid_and_ps(tmp_path):
-    results, markdown = run_quick(tmp_path, "memory")
+@pytest.mark.timeout(1000)
+def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid_and_ps(quick):
+    results, markdown = quick
     memory = results["memory"]
     assert "skipped" not in memory, memory.get("skipped")
     planned = memory["planned_worker_bytes"]

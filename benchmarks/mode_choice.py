@@ -97,6 +97,7 @@ def main(argv=None) -> int:
                         help="a subset of the settings, by rank count and host count, e.g. "
                              "'1x1' (1 rank) or '1x1,2x2'; results then go to "
                              "mode_choice[_quick]_<subset>.*")
+    parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     settings = SETTINGS
     if args.settings:
@@ -131,10 +132,10 @@ def main(argv=None) -> int:
         (f"_{args.settings.replace(',', '_')}" if args.settings else "")
     results = {"machine": facts, "plan": {k: v for k, v in plan.items() if k != "workloads"},
                "minutes": (time.time() - began) / 60, "rows": rows}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"mode_choice{suffix}.json"), "w") as f:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"mode_choice{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
-    with open(os.path.join(RESULTS, f"mode_choice{suffix}.md"), "w") as f:
+    with open(os.path.join(args.out, f"mode_choice{suffix}.md"), "w") as f:
         f.write(markdown(results))
     return 0
 

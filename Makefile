@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps clean
+.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps docs clean
 
 # The Python environment (all `make run` and the benchmarks need), then the system pieces
 # only the tests drive (Chromium, the JupyterHub proxy).
@@ -25,6 +25,11 @@ run: setup-python
 test: setup
 	$(PY) -m parallax_nb.kernels install --sys-prefix
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb --durations=25
+
+# The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or reference
+# fails the build. `$(PY) -m mkdocs serve` serves it while you edit.
+docs: setup-python
+	$(PY) -m mkdocs build --strict
 
 # Benchmarks (benchmarks/README.md): the paper's comparison and the partition search, results
 # in benchmarks/results/. bench-quick runs the small variants (1-3 minutes) that CI runs through tests.

@@ -37,6 +37,14 @@ TEST = [
     "dask-gateway>=2026.3.0",      # tests/test_gateway.py: a real gateway on loopback, its
     "dask-gateway-server[local]>=2026.3.0",   # proxy and local backend (no Kubernetes)
 ]
+# The documentation site (mkdocs.yml, `make docs`); the tests build it in strict mode.
+DOCS = [
+    "mkdocs>=1.6,<2",
+    "mkdocs-material>=9.5",
+    "mkdocstrings[python]>=0.26",
+    "mkdocs-jupyter>=0.25",
+]
+TEST += DOCS
 
 setup(
     name="parallax_nb",
@@ -53,6 +61,7 @@ setup(
     install_requires=TENSORFLOW_CPU + CORE,
     extras_require={
         "test": TEST,
+        "docs": DOCS,
         # GPU users: `pip install parallax_nb[gpu]` pulls the CUDA build of the same TensorFlow;
         # Horovod then has to be built with HOROVOD_GPU_OPERATIONS=NCCL (see README).
         "gpu": ["tensorflow[and-cuda]==2.18.1"],

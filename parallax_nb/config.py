@@ -15,6 +15,8 @@ AUTO = "auto"
 AUTO_MODE = "AUTO"   # mode="auto": chosen per cluster by the cost model and trials
 PLACEMENTS = ("ps", "allreduce")
 ON_NONFINITE = ("stop", "warn", "ignore")
+MONITOR_MODES = ("min", "max", "auto")
+DEFAULT_STEPS = 100   # steps when neither steps nor epochs is given
 DEFAULT_RESTARTS = 3   # max_restarts=None with checkpoint_dir set
 
 Partitions = Union[None, str, int, Dict[str, int]]
@@ -42,7 +44,28 @@ class Config:
         or "auto": `px.train` picks one for the selected devices, by the bytes each moves
         and the memory each needs, and by short measured trials where the bytes are close
         (`parallax_nb.tuning.mode_search`; the run carries ``run.mode_choice``).
-    steps: training steps per rank.
+    steps: training steps per rank (default 100 when ``epochs`` is not given either).
+    epochs, steps_per_epoch: train ``epochs`` passes over the data instead of a number of
+        steps. ``steps_per_epoch`` (as in ``model.fit``) defaults to the batches of the
+        *smallest* shard, counted by `px.train` on the client from ``dataset_fn(shard,
+        num_shards)`` for the selected ranks (``len()``, a ``tf.data`` cardinality, or one
+        pass): every rank runs the same steps, each epoch starts its shard from the top,
+        and a longer shard's last batches are left out of every epoch. The run then has
+        ``steps = epochs * steps_per_epoch``.
+    validate_every_steps: evaluate the program's ``validation_fn`` data every N steps
+        (`runtime.validation`); with ``epochs`` and no N, at the end of every epoch; always
+        at the end of the run. Every rank evaluates its shard; the metrics' states are
+        summed over the ranks, so each value equals one device evaluating all of it.
+    early_stopping: ``{"monitor": "val_auc", "mode": "max", "patience": 3,
+        "min_delta": 0.0}``: every rank stops at the validation after which the monitored
+        validation value has not improved by more than ``min_delta`` for ``patience``
+        validations in a row (the same decision on every rank: they see the same values).
+        ``mode`` "auto" (the default) maximises names with acc, auc, precision, recall or
+        f1 in them and minimises the others, as Keras' callbacks do.
+    keep_best: a validation value (``"val_auc"``) or ``{"monitor": ..., "mode": ...}``:
+        rank 0 keeps the checkpoint of the best validation so far in
+        ``<checkpoint_dir>/best`` beside the newest ones (needs ``checkpoint_dir``);
+        ``run.model(best=True)`` is that model.
     batch_size: examples per rank and step, handed to ``dataset_fn`` when it takes a
         ``batch_size`` argument (otherwise the dataset decides).
     partitions: partitions per sparse variable: "auto" (the default) searches the count for
@@ -90,7 +113,12 @@ class Config:
     """
 
     mode: str = "HYBRID"
-    steps: int = 100
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
+    validate_every_steps: Optional[int] = None
+    early_stopping: Optional[Dict[str, object]] = None
+    keep_best: Union[None, str, Dict[str, object]] = None
     batch_size: Optional[int] = None
     partitions: Partitions = AUTO
     partition_search_min_bytes: int = PARTITION_SEARCH_MIN_BYTES
@@ -123,7 +151,19 @@ class Config:
             # the ranks run in folders of their own: a relative path means the client's
             object.__setattr__(self, "tensorboard_dir",
                                os.path.abspath(os.path.expanduser(str(self.tensorboard_dir))))
-        _positive_int("steps", self.steps)
+        self._check_steps_and_epochs()
+        if self.validate_every_steps is not None:
+            _positive_int("validate_every_steps", self.validate_every_steps)
+        if self.early_stopping is not None:
+            object.__setattr__(self, "early_stopping",
+                               _checked_monitor("early_stopping", self.early_stopping,
+                                                {"patience": 0, "min_delta": 0.0}))
+        if self.keep_best is not None:
+            if not self.checkpoint_dir:
+                raise ConfigError(f"keep_best={self.keep_best!r} keeps a checkpoint in "
+                                  f"<checkpoint_dir>/best: set checkpoint_dir too")
+            object.__setattr__(self, "keep_best", _checked_monitor("keep_best",
+                                                                   self.keep_best, {}))
         _positive_int("log_every", self.log_every)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
@@ -162,6 +202,34 @@ class Config:
             object.__setattr__(self, "horovod", {str(k): str(v)
                                                  for k, v in self.horovod.items()})
 
+    def _check_steps_and_epochs(self) -> None:
+        if self.epochs is None:
+            if self.steps_per_epoch is not None:
+                raise ConfigError(f"steps_per_epoch={self.steps_per_epoch!r} needs epochs: "
+                                  f"give epochs=k as well, or steps alone")
+            if self.steps is None:
+                object.__setattr__(self, "steps", DEFAULT_STEPS)
+            _positive_int("steps", self.steps)
+            return
+        _positive_int("epochs", self.epochs)
+        if self.steps_per_epoch is not None:
+            _positive_int("steps_per_epoch", self.steps_per_epoch)
+            total = self.epochs * self.steps_per_epoch
+            if self.steps is None:
+                object.__setattr__(self, "steps", total)
+            elif self.steps != total:
+                raise ConfigError(f"steps={self.steps!r} and epochs={self.epochs} x "
+                                  f"steps_per_epoch={self.steps_per_epoch} disagree: give "
+                                  f"steps or epochs, not both")
+        elif self.steps is not None:
+            raise ConfigError(f"steps={self.steps!r} and epochs={self.epochs!r}: give one of "
+                              f"them (epochs counts the steps from the data)")
+
+    @property
+    def steps_known(self) -> bool:
+        """False for ``epochs`` without ``steps_per_epoch`` until `px.train` counted it."""
+        return self.steps is not None
+
     @property
     def restarts_allowed(self) -> int:
         """``max_restarts`` in effect: 3 by default when checkpointing is on, else 0."""
@@ -186,6 +254,51 @@ class Config:
         if wanted is None or wanted == AUTO:
             wanted = servers
         return max(1, min(int(wanted), rows))
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """"min" or "max" for ``mode`` "auto" as Keras' callbacks decide it: names with acc,
+    auc, precision, recall or f1 are maximised, others (losses, errors) minimised."""
+    if mode != "auto":
+        return mode
+    name = monitor.lower()
+    return "max" if any(word in name for word in ("acc", "auc", "precision", "recall", "f1")) \
+        else "min"
+
+
+def _checked_monitor(option: str, value, defaults: Dict[str, object]) -> Dict[str, object]:
+    """A monitored validation value: ``"val_auc"`` or ``{"monitor": ..., ...}``."""
+    if isinstance(value, str):
+        value = {"monitor": value}
+    if not isinstance(value, dict) or not isinstance(value.get("monitor"), str):
+        raise ConfigError(f"{option}={value!r}: give a dict with a 'monitor' key naming a "
+                          f"validation value, e.g. {{'monitor': 'val_auc', 'mode': 'max'}}")
+    allowed = {"monitor", "mode", *defaults}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(f"{option}: {unknown} name no option; it takes "
+                          f"{', '.join(sorted(allowed))}")
+    checked = dict(defaults, mode="auto", **value)
+    if not checked["monitor"].startswith("val_"):
+        raise ConfigError(f"{option} monitors {checked['monitor']!r}: it watches validation "
+                          f"values, which are named val_loss, val_<metric> (every rank sees "
+                          f"the same ones, so every rank decides alike)")
+    if checked["mode"] not in MONITOR_MODES:
+        raise ConfigError(f"{option}: mode={checked['mode']!r} is not one of "
+                          f"{', '.join(map(repr, MONITOR_MODES))}")
+    checked["mode"] = monitor_mode(checked["monitor"], checked["mode"])
+    if "patience" in checked:
+        if isinstance(checked["patience"], bool) or not isinstance(checked["patience"], int) \
+                or checked["patience"] < 0:
+            raise ConfigError(f"{option}: patience must be an integer >= 0, got "
+                              f"{checked['patience']!r}")
+    if "min_delta" in checked:
+        if isinstance(checked["min_delta"], bool) or \
+                not isinstance(checked["min_delta"], (int, float)) or checked["min_delta"] < 0:
+            raise ConfigError(f"{option}: min_delta must be a number >= 0, got "
+                              f"{checked['min_delta']!r}")
+        checked["min_delta"] = float(checked["min_delta"])
+    return checked
 
 
 def _lookup_by_name(per_variable: Dict[str, object], name: str) -> Optional[object]:

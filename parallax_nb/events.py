@@ -21,6 +21,7 @@ STARTUP = "startup"    # where the rank's start-up went: started (time), phases 
 DONE = "done"          # the rank finished its steps
 ERROR = "error"        # the rank failed: message, traceback
 RESTART = "restart"    # the client restarted the run after a loss (launch.recovery)
+VALIDATION = "validation"   # rank 0, after each validation: step, epoch, val_* values, facts
 
 
 def topic_of(run_id: str) -> str:

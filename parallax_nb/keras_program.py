@@ -1,5 +1,5 @@
-"""A program written the Keras way: ``model_fn()`` returns a *compiled* model, and the loss and
-the optimizer come from its ``compile`` (tf_keras or Keras 3).
+"""A program written the Keras way: ``model_fn()`` returns a *compiled* model, and the loss, the
+optimizer and the metrics come from its ``compile`` (tf_keras or Keras 3).
 
 `Program.from_keras` turns it into the four-function contract, so every mode, the analysis
 and the single-device reference treat it like any other program:
@@ -10,6 +10,9 @@ and the single-device reference treat it like any other program:
   ``(x, y, sample_weight)``, as Keras takes them.
 * ``optimizer_fn()`` makes a new optimizer from the compiled one's serialised config (read
   once, here on the client), so a rank never builds a second model to get an optimizer.
+* ``metrics_fn()`` gives compile's ``metrics`` and ``weighted_metrics`` from the same
+  serialised config (`keras_metrics` makes them on the rank). Since the loss is computed from
+  ``model(x)`` here, a rank also updates them while it trains (`CompiledLoss.predictions`).
 """
 from __future__ import annotations
 
@@ -31,11 +34,22 @@ def unpack(batch) -> Tuple[Any, Any, Any]:
                        f"{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
 
 
-def compiled_loss(model, batch):
-    """The loss ``model.fit`` minimises on ``batch`` (module doc)."""
-    x, y, sample_weight = unpack(batch)
-    y_pred = model(x, training=True)
-    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+class CompiledLoss:
+    """``loss_fn`` of a compiled model: the loss ``model.fit`` minimises (module doc)."""
+
+    def __call__(self, model, batch):
+        return self.predictions(model, batch)[0]
+
+    @staticmethod
+    def predictions(model, batch, training: bool = True):
+        """``(loss, y, y_pred, sample_weight)``: the loss with what the metrics take."""
+        x, y, sample_weight = unpack(batch)
+        y_pred = model(x, training=training)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        return loss, y, y_pred, sample_weight
+
+
+compiled_loss = CompiledLoss()
 
 
 def optimizers_of(keras_flavour: str):
@@ -54,9 +68,16 @@ def make_optimizer(keras_flavour: str, config: dict):
     return optimizers_of(keras_flavour).deserialize(config)
 
 
-def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable]:
-    """(loss_fn, optimizer_fn) of a compiled ``model_fn``; builds the model once to read its
-    ``compile`` (with the names a rank would give it, so no name is used up here)."""
+def compiled_metrics(metrics, weighted_metrics) -> dict:
+    """``metrics_fn()`` of a compiled model: compile's serialised metrics (`keras_metrics`
+    turns names and configs into metric objects of the model's Keras)."""
+    return {"metrics": metrics, "weighted_metrics": weighted_metrics}
+
+
+def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable, Callable]:
+    """(loss_fn, optimizer_fn, metrics_fn) of a compiled ``model_fn``; builds the model once
+    to read its ``compile`` (with the names a rank would give it, so no name is used up
+    here)."""
     with fresh_keras_names():
         try:
             model = model_fn()
@@ -71,4 +92,7 @@ def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable
             f"{type(model).__name__}{' without compile' if made_by else ''}. For a model "
             "without compile, use px.Program(model_fn, loss_fn, dataset_fn, optimizer_fn).")
     config = optimizers_of(made_by).serialize(optimizer)
-    return compiled_loss, functools.partial(make_optimizer, made_by, config)
+    compiled = model.get_compile_config() or {}
+    metrics_fn = functools.partial(compiled_metrics, compiled.get("metrics"),
+                                   compiled.get("weighted_metrics"))
+    return compiled_loss, functools.partial(make_optimizer, made_by, config), metrics_fn

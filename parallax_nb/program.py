@@ -21,6 +21,7 @@ import cloudpickle
 from .errors import ProgramError
 
 FUNCTIONS = ("model_fn", "loss_fn", "dataset_fn", "optimizer_fn")
+OPTIONAL_FUNCTIONS = ("validation_fn", "metrics_fn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,17 @@ class Program:
     loss_fn(model, batch)         -> scalar loss tensor
     dataset_fn(shard, num_shards) -> iterable of batches; may take ``batch_size=`` as well
     optimizer_fn()                -> a tf.keras optimizer (SGD, Adagrad, Adam, ...)
+
+    Optional, for validation (`Config.validate_every_steps`, ``epochs``):
+
+    validation_fn(shard, num_shards) -> this shard's validation batches, one pass (may take
+        ``batch_size=`` too); shards may differ in length. The validation loss is
+        ``loss_fn`` on them, averaged over the examples of every shard.
+    metrics_fn()                  -> Keras metrics (objects, names such as "accuracy", or
+        metric functions), as ``compile(metrics=...)`` takes them, or a dict with the keys
+        ``metrics`` and ``weighted_metrics`` (the latter take the batches' sample weights).
+        They are updated with ``(y, model(x, training=False))`` of ``(x, y)`` or
+        ``(x, y, sample_weight)`` validation batches.
     """
 
     model_fn: Callable[[], Any]
@@ -38,23 +50,33 @@ class Program:
     dataset_fn: Callable[..., Iterable]
     optimizer_fn: Callable[[], Any]
     name: str = "program"
+    validation_fn: Optional[Callable[..., Iterable]] = None
+    metrics_fn: Optional[Callable[[], Any]] = None
 
     def __post_init__(self):
         for field in FUNCTIONS:
             if not callable(getattr(self, field)):
                 raise ProgramError(
                     f"{field} must be a function, got {type(getattr(self, field)).__name__}")
+        for field in OPTIONAL_FUNCTIONS:
+            if getattr(self, field) is not None and not callable(getattr(self, field)):
+                raise ProgramError(f"{field} must be a function or None, got "
+                                   f"{type(getattr(self, field)).__name__}")
 
     @classmethod
     def from_keras(cls, model_fn: Callable[[], Any], dataset_fn: Callable[..., Iterable],
+                   validation_fn: Optional[Callable[..., Iterable]] = None,
                    name: str = "program") -> "Program":
         """A program whose ``model_fn()`` returns a compiled Keras model (tf_keras or
-        Keras 3): the loss and the optimizer come from ``compile`` (`keras_program`), and
-        ``dataset_fn`` yields ``(x, y)`` or ``(x, y, sample_weight)`` batches."""
+        Keras 3): the loss, the optimizer and the metrics come from ``compile``
+        (`keras_program`), and ``dataset_fn`` (and ``validation_fn``) yield ``(x, y)`` or
+        ``(x, y, sample_weight)`` batches. Its compiled metrics are also reported while it
+        trains, per rank and logging window."""
         from .keras_program import keras_program_parts
 
-        loss_fn, optimizer_fn = keras_program_parts(model_fn)
-        return cls(model_fn, loss_fn, dataset_fn, optimizer_fn, name=name)
+        loss_fn, optimizer_fn, metrics_fn = keras_program_parts(model_fn)
+        return cls(model_fn, loss_fn, dataset_fn, optimizer_fn, name=name,
+                   validation_fn=validation_fn, metrics_fn=metrics_fn)
 
     def check_picklable(self) -> bytes:
         """Pickle the program with cloudpickle, naming the function that cannot be shipped.
@@ -63,7 +85,7 @@ class Program:
         value, like a notebook's; installed packages stay references.
         """
         with _by_value(user_modules()):
-            for field in FUNCTIONS:
+            for field in FUNCTIONS + OPTIONAL_FUNCTIONS:
                 try:
                     cloudpickle.dumps(getattr(self, field))
                 except Exception as exc:  # cloudpickle raises many types (TypeError, ...)
@@ -76,19 +98,25 @@ class Program:
 
     def dataset(self, shard: int, num_shards: int, batch_size: Optional[int] = None) -> Iterable:
         """Call ``dataset_fn`` for one shard, passing ``batch_size`` when it accepts one."""
-        takes_batch_size = _accepts(self.dataset_fn, "batch_size")
-        if batch_size is not None and not takes_batch_size:
-            raise ProgramError(
-                f"Config.batch_size={batch_size} was given but dataset_fn(shard, num_shards) "
-                f"takes no batch_size argument: add `batch_size` to its parameters, or drop "
-                f"batch_size from the Config and let the dataset batch itself.")
+        return _call_data_fn("dataset_fn", self.dataset_fn, shard, num_shards, batch_size)
+
+    def validation(self, shard: int, num_shards: int,
+                   batch_size: Optional[int] = None) -> Iterable:
+        """Call ``validation_fn`` for one shard (like `dataset`)."""
+        if self.validation_fn is None:
+            raise ProgramError("this program has no validation_fn: give one to px.Program(...,"
+                               " validation_fn=...) or Program.from_keras(...)")
+        return _call_data_fn("validation_fn", self.validation_fn, shard, num_shards,
+                             batch_size)
+
+    def metrics(self):
+        """Call ``metrics_fn`` (no metrics: an empty list)."""
+        if self.metrics_fn is None:
+            return []
         try:
-            if takes_batch_size and batch_size is not None:
-                return self.dataset_fn(shard, num_shards, batch_size=batch_size)
-            return self.dataset_fn(shard, num_shards)
+            return self.metrics_fn()
         except Exception as exc:
-            raise ProgramError(f"dataset_fn({shard}, {num_shards}) raised "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise ProgramError(f"metrics_fn() raised {type(exc).__name__}: {exc}") from exc
 
     def model(self):
         """Call ``model_fn``, turning its failure into an error that names it."""
@@ -152,6 +180,24 @@ def _by_value(modules):
     finally:
         for name in registered:
             cloudpickle.unregister_pickle_by_value(sys.modules[name])
+
+
+def _call_data_fn(field: str, fn, shard: int, num_shards: int, batch_size: Optional[int]):
+    """``fn(shard, num_shards)``, with ``batch_size=`` when given (and refused by name where
+    ``fn`` takes none)."""
+    takes_batch_size = _accepts(fn, "batch_size")
+    if batch_size is not None and not takes_batch_size:
+        raise ProgramError(
+            f"Config.batch_size={batch_size} was given but {field}(shard, num_shards) "
+            f"takes no batch_size argument: add `batch_size` to its parameters, or drop "
+            f"batch_size from the Config and let the dataset batch itself.")
+    try:
+        if takes_batch_size and batch_size is not None:
+            return fn(shard, num_shards, batch_size=batch_size)
+        return fn(shard, num_shards)
+    except Exception as exc:
+        raise ProgramError(f"{field}({shard}, {num_shards}) raised "
+                           f"{type(exc).__name__}: {exc}") from exc
 
 
 def _accepts(fn, parameter: str) -> bool:

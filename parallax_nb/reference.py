@@ -18,11 +18,14 @@ from .program import Program
 def reference(program: Program, config: Optional[Config] = None, ranks: int = 1
               ) -> Tuple[Dict[str, object], List[float]]:
     """Train ``program`` on one device as a run of ``ranks`` ranks with ``config`` would:
-    ``config.steps`` steps of batch ``ranks * config.batch_size``. Returns (weights by
+    ``config.steps`` steps of batch ``ranks * config.batch_size`` (with ``epochs``: the
+    steps `px.train` counts for ``ranks`` shards, each epoch a new pass). Returns (weights by
     variable name, loss per step), the weights named as ``run.result()`` names them."""
+    from .launch.checks import steps_for_epochs
     from .runtime.single import train_single_device
 
-    config = config or Config()
+    config = steps_for_epochs(program, config or Config(), ranks)
     batch_size = ranks * config.batch_size if config.batch_size else None
     return train_single_device(program, steps=config.steps, batch_size=batch_size,
-                               sparse_scale=1.0 if config.average_sparse else float(ranks))
+                               sparse_scale=1.0 if config.average_sparse else float(ranks),
+                               per_epoch=config.steps_per_epoch)

@@ -37,16 +37,19 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     from .cluster import connect
     from .cluster.check import require_ready
     from .launch import create_run, launch
-    from .launch.checks import check_optimizer, release_devices, reserve_devices
+    from .launch.checks import check_optimizer, check_validation_options, release_devices, \
+        reserve_devices, steps_for_epochs
     from .plan import Planning, Trials, make_plan, needs_trials
 
     called_at = time.time()
     config = config or Config()
     payload = program.check_picklable()
     check_optimizer(program)   # before the analysis, which would fail on it less clearly
+    check_validation_options(program, config)
     cluster = cluster or connect()
     selection = cluster.resolve(select)
     require_ready(cluster, selection)   # the quick px.check: refuse a cluster that cannot run
+    config = steps_for_epochs(program, config, len(selection))
     name = program.name or "program"
     run = create_run(cluster, config, name, payload)
     run.train_called_at = called_at

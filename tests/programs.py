@@ -445,3 +445,81 @@ def compiled_programs():
                                               name="compiled_tf_keras"),
             "keras3": px.Program.from_keras(compiled_keras3_model, id_batches,
                                             name="compiled_keras3")}
+
+
+# -- a classifier with a learnable signal and validation data (validation, metrics) --------
+CLICK_IDS = 60   # ids 0-29 say "user", 30-59 "item"; a hidden weight per id makes the label
+
+
+def click_data(examples, seed):
+    """``(ids (n, 2) int64, labels (n, 1) float32)``: labels drawn from a logistic model of
+    hidden per-id weights, so a model of the ids can learn them (AUC well above 0.5)."""
+    hidden = np.random.default_rng(0).normal(size=CLICK_IDS) * 2
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.integers(0, 30, examples), rng.integers(30, 60, examples)], 1)
+    chance = 1 / (1 + np.exp(-(hidden[ids[:, 0]] + hidden[ids[:, 1]])))
+    labels = (rng.random(examples) < chance).astype(np.float32).reshape(-1, 1)
+    return ids.astype(np.int64), labels
+
+
+def click_batches(shard, num_shards, batch_size=8, examples=96, seed=1):
+    ids, labels = click_data(examples, seed)
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], labels[shard::num_shards])).batch(batch_size)
+
+
+def click_validation(shard, num_shards, batch_size=8):
+    """103 examples: shards of 52 and 51 at 2 ranks, each ending in a short batch."""
+    return click_batches(shard, num_shards, batch_size, examples=103, seed=2)
+
+
+def click_model(keras_module=None):
+    k = keras_module or tf.keras
+    model = k.Sequential([
+        k.Input(shape=(2,), dtype="int64"),
+        k.layers.Embedding(CLICK_IDS, 4, name="ids",
+                           embeddings_initializer=k.initializers.RandomUniform(seed=3)),
+        k.layers.Flatten(),
+        k.layers.Dense(1, activation="sigmoid", name="click",
+                       kernel_initializer=k.initializers.GlorotUniform(seed=4)),
+    ])
+    model.compile(optimizer=k.optimizers.Adagrad(0.5), loss="binary_crossentropy",
+                  metrics=["accuracy", k.metrics.AUC(name="auc")])
+    return model
+
+
+def click_keras3_model():
+    return click_model(keras)
+
+
+def click_programs():
+    """The same classifier written the compile way, in tf_keras and in Keras 3."""
+    return {"tf_keras": px.Program.from_keras(click_model, click_batches, click_validation,
+                                              name="clicks"),
+            "keras3": px.Program.from_keras(click_keras3_model, click_batches,
+                                            click_validation, name="clicks_keras3")}
+
+
+def click_loss(model, batch):
+    ids, labels = batch
+    return tf.reduce_mean(tf.keras.losses.binary_crossentropy(labels, model(ids)))
+
+
+def click_metrics():
+    return ["accuracy", tf.keras.metrics.AUC(name="auc")]
+
+
+def uncompiled_click_model():
+    model = click_model()
+    return tf.keras.Sequential(model.layers, name="uncompiled")
+
+
+def click_plain_program():
+    """The four functions with validation_fn and metrics_fn."""
+    return px.Program(uncompiled_click_model, click_loss, click_batches, adagrad_half,
+                      name="clicks_plain", validation_fn=click_validation,
+                      metrics_fn=click_metrics)
+
+
+def adagrad_half():
+    return tf.keras.optimizers.Adagrad(0.5)

@@ -2,6 +2,9 @@
 a second, naming what to change, instead of in a rank after start-up.
 
 * ``optimizer_fn()`` returns an optimizer (not None, not a class, not a model);
+* validation options (``validate_every_steps``, ``early_stopping``, ``keep_best``) come
+  with a program that has a ``validation_fn``, and ``epochs`` become steps
+  (`steps_for_epochs`);
 * ``checkpoint_dir`` can be written *on the Dask workers that write it*: rank 0's, and those
   of the separate parameter servers (TensorFlow writes each server's variables from the
   server's own process); a directory local to the client says nothing about them;
@@ -15,7 +18,7 @@ import time
 import uuid
 from typing import Dict, List, Optional
 
-from ..errors import ParallaxError, ProgramError
+from ..errors import ConfigError, ParallaxError, ProgramError
 
 
 def check_optimizer(program) -> None:
@@ -29,6 +32,33 @@ def check_optimizer(program) -> None:
     raise ProgramError(f"optimizer_fn() returned {what}, not an optimizer: it must return a "
                        f"new Keras optimizer instance on every call, e.g. "
                        f"`return tf.keras.optimizers.Adagrad(0.1)`")
+
+
+def check_validation_options(program, config) -> None:
+    """Refuse validation options where the program has no validation data."""
+    if program.validation_fn is not None:
+        return
+    asked = [name for name in ("validate_every_steps", "early_stopping", "keep_best")
+             if getattr(config, name) is not None]
+    if asked:
+        raise ConfigError(f"Config({', '.join(asked)}=...) needs validation data, but the "
+                          f"program has no validation_fn: give px.Program(..., "
+                          f"validation_fn=...) or Program.from_keras(..., validation_fn=...)")
+
+
+def steps_for_epochs(program, config, ranks: int):
+    """``config`` with ``steps`` set where it gives ``epochs`` alone: ``steps_per_epoch`` is
+    the smallest shard's number of batches for ``ranks`` ranks (`runtime.data`)."""
+    if config.steps_known:
+        return config
+    from ..runtime.data import count_batches
+
+    counts = [count_batches(program, shard, ranks, config.batch_size) for shard in range(ranks)]
+    if min(counts) == 0:
+        raise ProgramError(f"dataset_fn gives {counts} batches to the {ranks} shards: every "
+                           f"shard needs at least one (fewer ranks, a smaller batch_size, or "
+                           f"more data)")
+    return config.replace(steps_per_epoch=min(counts))
 
 
 def _is_optimizer(obj) -> bool:

@@ -14,8 +14,9 @@ from typing import Callable, Dict, List, Optional
 
 import pandas as pd
 
-from ..errors import ECHO_NONFINITE, ParallaxError, RankError, RunStopped, ServerError
-from ..events import DONE, INFO, RESTART, STARTED, STARTUP, TOPOLOGY
+from ..errors import ECHO_NONFINITE, ConfigError, ParallaxError, RankError, RunStopped, \
+    ServerError
+from ..events import DONE, INFO, RESTART, STARTED, STARTUP, TOPOLOGY, VALIDATION
 from ..runtime.profile import PHASES
 from . import recovery
 
@@ -26,6 +27,9 @@ METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "exam
                   "time"] + \
     [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"] + \
     ["attempt"]   # t_*, servers_touched, collectives: profile=True; attempt: 0, 1 after a restart
+# after METRIC_COLUMNS: the compiled metrics of a compile-style program (per rank and window)
+VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_seconds", "best", "stopped",
+                    "attempt"]
 
 
 class Run:
@@ -45,7 +49,9 @@ class Run:
         self._cleanups: List[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._records: List[dict] = []
+        self._validations: List[dict] = []
         self._callbacks: List[Callable[[List[dict]], None]] = []
+        self._validation_callbacks: List[Callable[[dict], None]] = []
         self._restart_callbacks: List[Callable[[dict], None]] = []
         self._status = STARTING
         self._stop_requested = False
@@ -132,6 +138,8 @@ class Run:
                 if number and self.restarts and "resumed_from" not in self.restarts[-1]:
                     resumed = min(r["step"] for r in records) - 1
                     self._records = [r for r in self._records if r["step"] <= resumed]
+                    self._validations = [v for v in self._validations
+                                         if v["step"] <= resumed]
                     finished = self.restarts[-1]
                     finished.update(recovery.resumed(finished, resumed))
                     self.notes.append(recovery.note(finished, self.config.restarts_allowed))
@@ -157,6 +165,14 @@ class Run:
         elif kind == INFO:
             if message["message"] not in self.notes:
                 self.notes.append(message["message"])
+        elif kind == VALIDATION:
+            row = {k: v for k, v in message.items() if k not in ("type", "rank", "time")}
+            row["attempt"] = number
+            with self._lock:
+                self._validations.append(row)
+                callbacks = list(self._validation_callbacks)
+            for callback in callbacks:
+                callback(dict(row))
         elif kind == DONE:
             self.ranks_done.add(message["rank"])
 
@@ -180,6 +196,14 @@ class Run:
             backlog = list(self._records)
         if backlog:
             callback(backlog)
+
+    def on_validation(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback(row)`` with every validation's row (``validation``'s columns)."""
+        with self._lock:
+            self._validation_callbacks.append(callback)
+            backlog = [dict(v) for v in self._validations]
+        for row in backlog:
+            callback(row)
 
     def on_restart(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback(restart)`` when the run restarts (with the new ranks) and again
@@ -211,8 +235,32 @@ class Run:
         with self._lock:
             records = list(self._records)
         frame = pd.DataFrame(records)
-        return frame.reindex(columns=METRIC_COLUMNS) if len(frame) else \
-            pd.DataFrame(columns=METRIC_COLUMNS)
+        if not len(frame):
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        metrics = [c for c in frame.columns if c not in METRIC_COLUMNS and c != "type"]
+        return frame.reindex(columns=METRIC_COLUMNS + metrics)
+
+    @property
+    def validation(self) -> pd.DataFrame:
+        """One row per validation (``Config.validate_every_steps``, epochs, the run's end):
+        ``step``, ``epoch``, ``val_loss``, ``val_<metric>``, then ``val_examples``,
+        ``val_rows_gathered`` (rows read from the servers), ``val_seconds``, ``best`` (it
+        improved ``keep_best``'s value), ``stopped`` (early stopping's reason, where it ended
+        the run there). The same values on every rank: one row each."""
+        with self._lock:
+            rows = [dict(v) for v in self._validations]
+        if not rows:
+            return pd.DataFrame(columns=["step", "epoch", "val_loss"])
+        frame = pd.DataFrame(rows)
+        values = [c for c in frame.columns if c.startswith("val_") and
+                  c not in VALIDATION_FACTS]
+        return frame.reindex(columns=["step", "epoch"] + values + VALIDATION_FACTS)
+
+    @property
+    def stopped_early(self) -> Optional[str]:
+        """Early stopping's reason where it ended the run (else None)."""
+        with self._lock:
+            return next((v["stopped"] for v in self._validations if v.get("stopped")), None)
 
     # -- lifetime -------------------------------------------------------------------------------
     def _unsubscribe(self, topic: str):
@@ -411,29 +459,41 @@ class Run:
             raise RunStopped(f"run {self.run_id} was stopped before it finished")
         return self._outcomes[0]["result"]
 
-    def model(self, timeout: Optional[float] = None):
+    def model(self, timeout: Optional[float] = None, best: bool = False):
         """The user's Keras model (``model_fn``'s) on this machine with the trained weights:
-        ``evaluate``, ``predict`` and ``save`` work on it as after ``model.fit``."""
+        ``evaluate``, ``predict`` and ``save`` work on it as after ``model.fit``.
+        ``best=True``: the weights of the best validation instead (``Config(keep_best=...)``,
+        read from its checkpoint)."""
         import cloudpickle
 
-        from ..runtime.export import assign_weights, build_model
+        from ..runtime.checkpoint import best_directory
+        from ..runtime.export import assign_weights, build_model, load_from_checkpoint
 
-        weights = self.result(timeout)
         if self._payload is None:
             raise ParallaxError(f"run {self.run_id} was not made by px.train: it has no "
                                 f"program to build the model from")
-        model = build_model(cloudpickle.loads(self._payload))
+        program = cloudpickle.loads(self._payload)
+        if best:
+            if not self.config.keep_best:
+                raise ConfigError(f"run {self.run_id} kept no best checkpoint: give "
+                                  f"Config(keep_best='val_...') (and checkpoint_dir)")
+            self.wait(timeout)
+            return load_from_checkpoint(program, best_directory(self.config.checkpoint_dir))
+        weights = self.result(timeout)
+        model = build_model(program)
         assign_weights(model, weights)
         return model
 
-    def save(self, path: str, format: str = "keras", timeout: Optional[float] = None) -> str:
-        """Save the trained model where plain Keras loads it, no parallax_nb needed:
-        ``format="keras"`` a ``.keras`` file (``keras.models.load_model``), ``format="tf"``
-        a SavedModel folder (``tf.saved_model.load``). Returns the path."""
+    def save(self, path: str, format: str = "keras", timeout: Optional[float] = None,
+             best: bool = False) -> str:
+        """Save the trained model (``best=True``: the best validation's) where plain Keras
+        loads it, no parallax_nb needed: ``format="keras"`` a ``.keras`` file
+        (``keras.models.load_model``), ``format="tf"`` a SavedModel folder
+        (``tf.saved_model.load``). Returns the path."""
         from ..runtime.export import check_save_target, save_model
 
         check_save_target(path, format)
-        return save_model(self.model(timeout), path, format)
+        return save_model(self.model(timeout, best=best), path, format)
 
     def report(self):
         """Throughput, loss, placement, restarts: a RunReport (text in a terminal, HTML in

@@ -49,7 +49,9 @@ class Trials:
         trial_config = config.replace(
             steps=config.search_warmup_steps + max(config.search_window_steps, MAX_WINDOW),
             log_every=1, checkpoint_dir=None, checkpoint_every_steps=None,
-            checkpoint_every_seconds=None, max_restarts=0)
+            checkpoint_every_seconds=None, max_restarts=0, epochs=None, steps_per_epoch=None,
+            validate_every_steps=None, early_stopping=None, keep_best=None,
+            tensorboard_dir=None)
         report = report.for_selection(self.selection, mode=config.mode,
                                       servers=config.servers, partitions=config.partitions)
         run = create_run(self.cluster, trial_config, f"{self.name} (trial)", self.payload)

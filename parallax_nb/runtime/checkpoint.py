@@ -22,9 +22,13 @@ from typing import List, Optional
 from ..tf_env import tensorflow
 
 KEEP = 2
-
-
 NAME = "ckpt"
+BEST = "best"
+
+
+def best_directory(checkpoint_dir: str) -> str:
+    """Where ``Config(keep_best=...)`` keeps the best validation's checkpoint."""
+    return f"{checkpoint_dir}/{BEST}"
 
 
 def variable_key(name: str) -> str:
@@ -32,8 +36,9 @@ def variable_key(name: str) -> str:
     return name.split(":")[0].replace("/", ".")
 
 
-def manager(checkpoint, directory: str):
-    """TensorFlow's CheckpointManager that also clears interrupted saves (module doc)."""
+def manager(checkpoint, directory: str, keep: int = KEEP):
+    """TensorFlow's CheckpointManager that also clears interrupted saves (module doc),
+    keeping the newest ``keep`` checkpoints."""
     tf = tensorflow()
 
     class Manager(tf.train.CheckpointManager):
@@ -42,7 +47,7 @@ def manager(checkpoint, directory: str):
             remove_interrupted_saves(self.directory, self.checkpoints)
             return path
 
-    made = Manager(checkpoint, directory, max_to_keep=KEEP, checkpoint_name=NAME)
+    made = Manager(checkpoint, directory, max_to_keep=keep, checkpoint_name=NAME)
     remove_interrupted_saves(made.directory, made.checkpoints)
     return made
 

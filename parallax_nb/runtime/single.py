@@ -19,19 +19,20 @@ from .data import endless_batches, named_weights
 
 def train_single_device(program: Program, steps: int, batch_size: Optional[int] = None,
                         on_step=None, gradient_scale: Optional[dict] = None,
-                        sparse_scale: float = 1.0):
+                        sparse_scale: float = 1.0, per_epoch: Optional[int] = None):
     """Train ``steps`` steps on shard 0 of 1; return (weights dict, losses list).
 
     gradient_scale: ``{variable name: factor}`` multiplies those gradients.
     sparse_scale: multiplies every sparse gradient, e.g. by N to state what summed sparse
     gradients of N ranks mean (``Config(average_sparse=False)``; `parallax_nb.reference`).
+    per_epoch: batches per pass over the data (``Config(epochs=...)``).
     """
     scale = dict(gradient_scale or {})
     tf = tensorflow()
     with fresh_keras_names():   # the names a rank gives the variables
         model = program.model()
     optimizer = program.optimizer()
-    batches = endless_batches(program, 0, 1, batch_size)
+    batches = endless_batches(program, 0, 1, batch_size, per_epoch)
     first = next(batches)
     # Sparse variables (an IndexedSlices gradient, the analysis's rule) take their row rule,
     # as in every mode of a distributed run: one gradient of the first batch tells which.

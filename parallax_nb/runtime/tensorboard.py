@@ -1,7 +1,8 @@
 """TensorBoard scalars of a run, written by rank 0 alone (``Config(tensorboard_dir=...)``).
 
-One writer, one events file per attempt: the loss, examples/s and step time of each logged
-step, and the step's phases (seconds) when the step is profiled. ``%load_ext tensorboard``
+One writer, one events file per attempt: the loss, examples/s, step time and compiled
+metrics of each logged step, the step's phases (seconds) when the step is profiled, and
+the validation values (``val_loss``, ``val_<metric>``) at each validation's step. ``%load_ext tensorboard``
 then ``%tensorboard --logdir <dir>`` in the same notebook shows them as the run goes.
 """
 from __future__ import annotations

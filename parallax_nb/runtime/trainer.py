@@ -12,7 +12,7 @@ import time
 
 from ..analysis.trace import compute_loss, examples_in
 from ..errors import NonFiniteError
-from ..events import INFO, STARTUP, STEP, EventWriter
+from ..events import INFO, STARTUP, STEP, VALIDATION, EventWriter
 from ..keras3 import check_one_keras, tf_variable, variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
@@ -20,18 +20,21 @@ from ..tf_env import build_optimizer, step_function, tensorflow, trainable_varia
     user_function
 from .accounting import Accounting
 from .allreduce import AllReduceSync
-from .checkpoint import CheckpointPolicy, manager, step_of, variable_key
+from .checkpoint import CheckpointPolicy, best_directory, manager, step_of, variable_key
 from .health import finite_flags, nonfinite_ranks
 from .data import endless_batches, named_weights
+from .monitor import Monitor
 from .profile import StartupClock, collectives_in, phase_times, pulled_rows, stamp
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
 from .tensorboard import ScalarWriter
+from .validation import Validation, build_metrics
 
 
 class Trainer:
-    """Builds the user's model in this rank and trains it for ``config.steps`` steps."""
+    """Builds the user's model in this rank and trains it for ``config.steps`` steps,
+    validating as the config asks (`validation`), and stopping early where it says."""
 
     def __init__(self, spec: RankSpec, program: Program, hvd, events: EventWriter,
                  host_set=None, clock: StartupClock = None):
@@ -44,7 +47,8 @@ class Trainer:
         self.servers = (ServerVariables(spec.run_id, spec.placements, self.chief)
                         if spec.servers else None)
         scope = self.servers.scope() if self.servers else contextlib.nullcontext()
-        self.batches = endless_batches(program, spec.rank, spec.size, self.config.batch_size)
+        self.batches = endless_batches(program, spec.rank, spec.size, self.config.batch_size,
+                                       self.config.steps_per_epoch)
         # The chief builds first: it creates and initialises every server variable; the
         # other ranks build after a barrier, so none of them reads a row before it exists.
         if self.servers and not self.chief:
@@ -81,8 +85,21 @@ class Trainer:
         build_optimizer(self.optimizer, [v for v in self.local_variables
                                          if not self.row_updates.covers(v)])
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="parallax_step")
-        self.checkpoints = (manager(self._make_checkpoint(), self.config.checkpoint_dir)
-                            if self.config.checkpoint_dir else None)
+        # compile's metrics, per rank and logging window, where the loss comes with the
+        # predictions (`keras_program.CompiledLoss`)
+        self.train_metrics = build_metrics(
+            program.metrics() if hasattr(program.loss_fn, "predictions") else None,
+            self.model, self.first_batch)
+        self.validation = (Validation(program, self.model, spec.rank, spec.size,
+                                      self.config.batch_size, hvd, self.first_batch)
+                           if program.validation_fn is not None else None)
+        self.stopping = Monitor.of("early_stopping", self.config.early_stopping)
+        self.best = Monitor.of("keep_best", self.config.keep_best)
+        checkpoint = self._make_checkpoint() if self.config.checkpoint_dir else None
+        self.checkpoints = (manager(checkpoint, self.config.checkpoint_dir)
+                            if checkpoint is not None else None)
+        self.best_checkpoints = (manager(checkpoint, best_directory(self.config.checkpoint_dir), 1)
+                                 if self.best is not None and self.chief else None)
         self.start_step = self._restore_and_broadcast()
         self.clock.mark("optimizer")
         self.accounting = Accounting(spec, [tf_variable(v) for v in self.local_variables],
@@ -105,7 +122,11 @@ class Trainer:
             local={variable_key(variable_name(v)) + f".{i}": tf_variable(v)
                    for i, v in enumerate(self.replicated)},
             server=server, optimizer=self.optimizer, row_updates=self.row_updates.checkpointed(),
-            server_optimizers=self.server_sync.checkpointed() if self.server_sync else [])
+            server_optimizers=self.server_sync.checkpointed() if self.server_sync else [],
+            monitors=self._monitor_variables())
+
+    def _monitor_variables(self) -> list:
+        return [v for m in (self.stopping, self.best) if m is not None for v in m.variables]
 
     def _restore_and_broadcast(self) -> int:
         """The chief restores the newest checkpoint; every rank then starts from rank 0's
@@ -123,7 +144,8 @@ class Trainer:
         variables = self.optimizer.variables
         variables = variables() if callable(variables) else variables
         self.sync.broadcast([tf_variable(v) for v in self.replicated + list(variables)] +
-                            self.row_updates.variables() + [self.step_counter])
+                            self.row_updates.variables() + [self.step_counter] +
+                            self._monitor_variables())
         start = int(self.step_counter.numpy())
         if start:   # the first batch (taken to build the model) was batch 1 of those
             self.batches = itertools.islice(self.batches, start - 1, None)
@@ -142,12 +164,18 @@ class Trainer:
         check_finite = self.config.on_nonfinite != "ignore"
         rank, size = self.spec.rank, self.spec.size
         loss_fn = user_function(program.loss_fn)
+        train_metrics = self.train_metrics
 
         @step_function
         def step(batch):
             stamps = [stamp()] if profile else []
             with tf.GradientTape() as tape, pulled_rows() as pulled:
-                loss = loss_fn(model, batch)
+                if train_metrics:
+                    loss, y, y_pred, weight = program.loss_fn.predictions(model, batch)
+                else:
+                    loss = loss_fn(model, batch)
+            if train_metrics:
+                train_metrics.update(y, y_pred, weight)
             grads = tape.gradient(loss, variables)
             local_grads, server_grads = grads[:n_local], grads[n_local:]
             if profile:
@@ -217,6 +245,7 @@ class Trainer:
         spec, config = self.spec, self.config
         previous = time.perf_counter()
         saved = None
+        step_number = self.start_step
         for step_number in range(self.start_step + 1, self.start_step + remaining + 1):
             batch = next(batches)
             input_seconds = time.perf_counter() - previous
@@ -241,21 +270,67 @@ class Trainer:
                 phases = (dict(phase_times(stamps.numpy(), elapsed, input_seconds),
                                **self._blocking(batch)) if stamps is not None else {})
                 speed = examples / elapsed if elapsed > 0 else 0.0
+                window = self._training_metrics()
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=speed, peak_rss=peak_rss(),
-                                 **{k: int(v) for k, v in traffic.items()}, **phases)
+                                 **{k: int(v) for k, v in traffic.items()}, **phases, **window)
                 if board is not None:
                     board.write(step_number, {"loss": loss, "examples_per_sec": speed,
-                                              "step_time": elapsed,
+                                              "step_time": elapsed, **scalars(window),
                                               **{f"phase/{k}": v for k, v in phases.items()
                                                  if isinstance(v, float)}})
+            stop = self._validation_due(step_number) and self._validate(step_number, board)
             if self.checkpoints is not None and self.chief and policy.due(step_number):
                 saved = self.checkpoints.save(checkpoint_number=step_number)
+            if stop:
+                break
             previous = time.perf_counter()
         if self.checkpoints is not None and self.chief and remaining and \
-                (saved is None or step_of(saved) != config.steps):
-            self.checkpoints.save(checkpoint_number=config.steps)
+                (saved is None or step_of(saved) != step_number):
+            self.checkpoints.save(checkpoint_number=step_number)
+
+    def _training_metrics(self) -> dict:
+        """This rank's compiled metrics over the steps since the last logged one."""
+        if not self.train_metrics:
+            return {}
+        values = self.train_metrics.results()
+        self.train_metrics.reset()
+        return values
+
+    def _validation_due(self, step_number: int) -> bool:
+        """Every ``validate_every_steps``, else at each epoch's end; and at the run's end."""
+        config = self.config
+        if self.validation is None:
+            return False
+        if step_number == config.steps:
+            return True
+        if config.validate_every_steps:
+            return step_number % config.validate_every_steps == 0
+        return bool(config.steps_per_epoch) and step_number % config.steps_per_epoch == 0
+
+    def _validate(self, step_number: int, board) -> bool:
+        """Validate (every rank), report (rank 0), keep the best checkpoint (rank 0); True
+        where early stopping ends the run here (every rank decides alike)."""
+        values, facts = self.validation.run()
+        improved = self.best.update(values, step_number) if self.best is not None else False
+        if self.best_checkpoints is not None and improved:
+            self.best_checkpoints.save(checkpoint_number=step_number)
+        stop = False
+        if self.stopping is not None:
+            self.stopping.update(values, step_number)
+            stop = self.stopping.should_stop and step_number < self.config.steps
+        if self.chief:
+            epoch = (-(-step_number // self.config.steps_per_epoch)
+                     if self.config.steps_per_epoch else None)
+            self.events.send(VALIDATION, rank=0, step=step_number, epoch=epoch, **values,
+                             **facts, best=improved,
+                             stopped=self.stopping.reason(step_number) if stop else None)
+            if board is not None:
+                board.write(step_number, scalars(values))
+            if stop:
+                self.events.send(INFO, rank=0, message=self.stopping.reason(step_number))
+        return stop
 
     def _check_finite(self, step_number: int, loss: float, finite, ranks) -> None:
         """``finite``: this rank's flags (loss, then each gradient); ``ranks``: per rank,
@@ -309,6 +384,11 @@ def peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def scalars(values: dict) -> dict:
+    """The values TensorBoard plots as scalars (a metric may have several values)."""
+    return {k: v for k, v in values.items() if isinstance(v, float)}
 
 
 def _built(model) -> bool:

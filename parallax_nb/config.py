@@ -278,7 +278,7 @@ def _checked_monitor(option: str, value, defaults: Dict[str, object]) -> Dict[st
     if unknown:
         raise ConfigError(f"{option}: {unknown} name no option; it takes "
                           f"{', '.join(sorted(allowed))}")
-    checked = dict(defaults, mode="auto", **value)
+    checked = {**defaults, "mode": "auto", **value}
     if not checked["monitor"].startswith("val_"):
         raise ConfigError(f"{option} monitors {checked['monitor']!r}: it watches validation "
                           f"values, which are named val_loss, val_<metric> (every rank sees "

@@ -28,8 +28,8 @@ METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "exam
     [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"] + \
     ["attempt"]   # t_*, servers_touched, collectives: profile=True; attempt: 0, 1 after a restart
 # after METRIC_COLUMNS: the compiled metrics of a compile-style program (per rank and window)
-VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_seconds", "best", "stopped",
-                    "attempt"]
+VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_table_reads", "val_seconds",
+                    "best", "stopped", "attempt"]
 
 
 class Run:
@@ -244,7 +244,8 @@ class Run:
     def validation(self) -> pd.DataFrame:
         """One row per validation (``Config.validate_every_steps``, epochs, the run's end):
         ``step``, ``epoch``, ``val_loss``, ``val_<metric>``, then ``val_examples``,
-        ``val_rows_gathered`` (rows read from the servers), ``val_seconds``, ``best`` (it
+        ``val_rows_gathered`` (rows read from the servers), ``val_table_reads`` (reads of a
+        whole sparse table: 0), ``val_seconds``, ``best`` (it
         improved ``keep_best``'s value), ``stopped`` (early stopping's reason, where it ended
         the run there). The same values on every rank: one row each."""
         with self._lock:

@@ -116,9 +116,10 @@ def _supervise(module, spec, label, prepare, environment, failure,
         if replenish is not None and not forwarder.started_up:
             replenish()
     try:
-        if stopped:
+        how = ending(stopped, process.returncode, forwarder.error, must_run_until_stopped)
+        if how == "stopped":
             return {"status": "stopped", "pid": process.pid}
-        if process.returncode != 0 or must_run_until_stopped:
+        if how == "failed":
             error = forwarder.error or {}
             message = error.get("message") or how_it_ended(process.returncode, kills_before)
             failed = failure(message, error.get("traceback") or tail(log_path))
@@ -130,6 +131,25 @@ def _supervise(module, spec, label, prepare, environment, failure,
         return {"status": "finished", "pid": process.pid, "result": result}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ending(stopped: bool, returncode: Optional[int], reported: Optional[dict],
+           must_run_until_stopped: bool = False) -> str:
+    """How a supervised process ended: "stopped", "failed" or "finished".
+
+    A process stopped by the run failed all the same where it had reported an error of its
+    own (``reported``, its ERROR event) before it was gone: the stop can be the consequence
+    of that very error. A rank whose code raised sends its error, then leaves Horovod as it
+    exits, and a rank waiting for it in a collective fails at once ("Horovod has been shut
+    down"); where that echo reaches the client first (the failing process's interpreter,
+    TensorFlow and all, takes a while to exit, longer on a loaded machine), the run stops
+    every other process, the failing one included, and its own error, the cause, must still
+    be reported so that the run blames it (`recovery.primary`) rather than the echo. The stop
+    itself makes no error: a process ends on SIGTERM without a Python error of its own.
+    """
+    if stopped:
+        return "failed" if reported else "stopped"
+    return "failed" if returncode != 0 or must_run_until_stopped else "finished"
 
 
 def _wanted(worker, key) -> bool:

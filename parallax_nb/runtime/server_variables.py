@@ -154,6 +154,11 @@ class ServerVariables:
             rows = value[part.row_start:part.row_stop]
             variable.assign(tf.raw_ops.DeepCopy(x=rows) if len(partitions) > 1 else rows)
 
+    def sparse_partitions(self):
+        """The partitions of the sparse tables (read only row by row, never whole)."""
+        return [p for v in self.variables if v.placement.variable.kind == "sparse"
+                for p in v.partitions]
+
     def partition_variables(self):
         return [p for v in self.variables for p in v.partitions]
 

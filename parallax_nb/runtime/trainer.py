@@ -91,7 +91,8 @@ class Trainer:
             program.metrics() if hasattr(program.loss_fn, "predictions") else None,
             self.model, self.first_batch)
         self.validation = (Validation(program, self.model, spec.rank, spec.size,
-                                      self.config.batch_size, hvd, self.first_batch)
+                                      self.config.batch_size, hvd, self.first_batch,
+                                      self.servers.sparse_partitions() if self.servers else ())
                            if program.validation_fn is not None else None)
         self.stopping = Monitor.of("early_stopping", self.config.early_stopping)
         self.best = Monitor.of("keep_best", self.config.keep_best)

@@ -3,7 +3,8 @@
 Each rank runs the program's ``validation_fn(rank, size)`` once through the model with the
 current weights (``training=False``; server rows are gathered as in a training step, one
 batch's rows at a time; nothing is updated). It keeps, per validation, the loss summed over
-its examples, its examples, the rows it gathered from the servers, and its Keras metrics'
+its examples, its examples, the rows it gathered from the servers (and checks, once, that
+the traced evaluation reads no sparse table whole: `whole_table_reads`), and its Keras metrics'
 states (`keras_metrics`). One Horovod AllReduce sums them over the ranks; every rank then
 has the values one device would get evaluating the whole validation set with these weights
 (``model.evaluate``: the loss is weighted by the batches' sizes as Keras weighs it), also
@@ -48,9 +49,19 @@ def build_metrics(returned, model, batch) -> MetricSet:
     return metrics
 
 
+def whole_table_reads(concrete_function, tables) -> int:
+    """Ops of a traced function that take a sparse table's partition for anything but
+    gathering rows (a read of the whole partition, say): 0 where it costs what it reads."""
+    handles = {id(table.handle) for table in tables}
+    inside = [internal for external, internal in concrete_function.graph.captures
+              if id(external) in handles]
+    return sum(consumer.type != "ResourceGather"
+               for tensor in inside for consumer in tensor.consumers())
+
+
 class Validation:
     def __init__(self, program: Program, model, rank: int, size: int, batch_size, hvd,
-                 example_batch):
+                 example_batch, tables=()):
         tf = tensorflow()
         self.program, self.model, self.hvd = program, model, hvd
         self.rank, self.size, self.batch_size = rank, size, batch_size
@@ -61,6 +72,8 @@ class Validation:
         self._loss_fn = user_function(program.loss_fn)
         self._evaluate = step_function(self._evaluate_batch)
         self._dataset = None
+        self._tables = list(tables)   # the sparse tables' server partitions
+        self.table_reads = None       # ops that read a whole one (counted at the first batch)
 
     def _evaluate_batch(self, batch):
         tf = tensorflow()
@@ -98,6 +111,9 @@ class Validation:
         self.sums.assign(tf.zeros_like(self.sums))
         self.metrics.reset()
         for batch in self._batches():
+            if self.table_reads is None:
+                self.table_reads = whole_table_reads(
+                    self._evaluate.get_concrete_function(batch), self._tables)
             self._evaluate(batch)
         self._sum_over_ranks([self.sums] + self.metrics.variables)
         loss, examples, rows = (float(v) for v in self.sums.numpy())
@@ -109,6 +125,7 @@ class Validation:
         values = {"val_loss": loss / examples,
                   **{f"val_{name}": value for name, value in self.metrics.results().items()}}
         facts = {"val_examples": int(examples), "val_rows_gathered": int(rows),
+                 "val_table_reads": self.table_reads or 0,
                  "val_seconds": time.perf_counter() - started}
         return values, facts
 

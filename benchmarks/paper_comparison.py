@@ -50,6 +50,11 @@ class Plan:
     shapes: Tuple[Tuple[int, int], ...]      # (hosts, ranks per host)
     bandwidths: Tuple[str, ...]              # tc rates of every host's link
     run_timeout: float                       # seconds one run may take, start-up included
+    # Config.warm_start of every SDK run: True (the SDK's default) keeps a spare process per
+    # worker for the next run. The CI variants turn it off: their few runs per cluster would
+    # pay for spares (a TensorFlow import each, on the same 2 cores as the measured steps)
+    # that mostly go unused when the cluster closes.
+    warm_start: bool = True
 
 
 PLANS = {
@@ -97,7 +102,8 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     import parallax_nb as px
 
     plan, workload = bench.plan, bench.plan.workloads[model]
-    config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size)
+    config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size,
+                       warm_start=plan.warm_start)
     log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
     shaped_at, run = None, None
     if sim:

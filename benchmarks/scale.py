@@ -62,6 +62,7 @@ class Plan:
     memory_steps: int
     modes: Tuple[str, ...] = tuple(MODES)    # timed on the scaled links
     reference_modes: Tuple[str, ...] = tuple(MODES)   # timed unshaped: the step here
+    warm_start: bool = True                  # Config.warm_start (paper_comparison.Plan)
 
 
 PLANS = {
@@ -71,12 +72,14 @@ PLANS = {
                                    examples=8192), memory_steps=20),
     # CI: 3 runs on 4 hosts (AR unshaped for the step here, then HYBRID and AR shaped). The
     # links are shaped once the client sees step 1, by when a fast start has run ~20 steps
-    # unshaped: 40 steps keep 10 or more in the window.
+    # unshaped: 40 steps keep 10 or more in the window. No warm spares: with 3 runs per
+    # cluster most of them (up to 2 per worker, a TensorFlow import each) would start during
+    # the measured steps and be thrown away at the cluster's close.
     "quick": Plan(SCALE_QUICK, shapes=((4, 1),), nominal=("1gbit",), steps=40, warmup=6,
                   run_timeout=180.0,
                   memory_sizes=dict(scale=0.25, dim=32, hidden=32, dense_features=13,
                                     examples=2048), memory_steps=6,
-                  modes=("HYBRID", "AR"), reference_modes=("AR",)),
+                  modes=("HYBRID", "AR"), reference_modes=("AR",), warm_start=False),
 }
 
 
@@ -171,7 +174,8 @@ def memory_bound(plan: Plan) -> dict:
     from parallax_nb.plan.fit import worker_needs, worker_total
 
     program = memory_bound_program(plan.memory_sizes)
-    config = px.Config(steps=plan.memory_steps, batch_size=128, log_every=1, partitions=None)
+    config = px.Config(steps=plan.memory_steps, batch_size=128, log_every=1, partitions=None,
+                       warm_start=plan.warm_start)
     report = px.analyze(program, steps=2, config=config)
     out = {"sizes": plan.memory_sizes, "table_bytes": sum(v.bytes for v in report.variables
                                                           if v.kind == "sparse"),
@@ -382,7 +386,7 @@ def main(argv=None) -> int:
     bench_plan = paper_comparison.Plan(
         plan.workloads, ranks=(), steps=plan.steps, warmup=plan.warmup, repeats=0,
         multihost_models=tuple(plan.workloads), multihost_repeats=1, shapes=plan.shapes,
-        bandwidths=(), run_timeout=plan.run_timeout)
+        bandwidths=(), run_timeout=plan.run_timeout, warm_start=plan.warm_start)
     links: List[dict] = []
     bench = None
     if "network" in parts:

@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 
+from .cli_options import add_training_arguments, training_options
 from .config import AUTO_MODE, MODES, Config
 from .errors import ParallaxError
 from .version import package_version
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--machines", type=int, default=1)
     analyze.add_argument("--workers-per-machine", type=int, default=1)
 
-    train.add_argument("--steps", type=int, default=100)
+    add_training_arguments(train)
     where = train.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of an existing Dask scheduler")
     where.add_argument("--local", type=int, default=2,
@@ -85,11 +86,12 @@ def run_train(args) -> int:
     from tqdm import tqdm
 
     from .cluster import connect
+    from .launch.run import validation_line
     from .training import train
     from .program import load_program
 
     program = load_program(args.program)
-    config = _config(args, steps=args.steps)
+    config = _config(args, **training_options(args))
     if args.scheduler:
         cluster = connect(args.scheduler)
     else:
@@ -104,10 +106,11 @@ def run_train(args) -> int:
             raise
         if run.analysis is not None:
             print(run.analysis)
-        with tqdm(total=config.steps, desc=f"{run.mode} x{len(run.slots)}", unit="step",
+        with tqdm(total=run.config.steps, desc=f"{run.mode} x{len(run.slots)}", unit="step",
                   file=sys.stderr) as bar:
             run.on_metrics(lambda records: bar.update(
                 config.log_every * sum(r["rank"] == 0 for r in records)))
+            run.on_validation(lambda row: bar.write(validation_line(row)))
             try:
                 run.wait(args.timeout)
             except TimeoutError:

@@ -53,6 +53,38 @@ def test_a_nan_loss_stops_the_run_with_step_rank_and_variables(cluster, tmp_path
     nothing_left(run)
 
 
+# What rank 0 raises when rank 1's model_fn raised and left Horovod (seen on a 2-core machine).
+HOROVOD_ECHO = (
+    "UnknownError: {{function_node __wrapped__HorovodBroadcastInplaceResource_num_variables_1_"
+    "device_/job:localhost/replica:0/task:0/device:CPU:0}} Horovod has been shut down. This was "
+    "caused by an exception on one of the ranks or an attempt to allreduce, allgather or "
+    "broadcast a tensor after one of the ranks finished execution. If the shutdown was caused "
+    "by an exception, you should see the exception in the log before the first shutdown "
+    "message. [Op:HorovodBroadcastInplaceResource] name: ")
+
+
+def test_the_failing_rank_is_blamed_even_when_its_echo_stopped_it_first():
+    """Pure logic, no process: rank 1 raises; rank 0's echo reaches the client first and the
+    run stops rank 1 while it is still exiting. Rank 1's own error is still its outcome, and
+    the run blames it, whichever order the errors came in."""
+    from parallax_nb.errors import RankError
+    from parallax_nb.launch.recovery import primary
+    from parallax_nb.launch.supervisor import ending
+
+    reported = {"message": "ProgramError: model_fn() raised ValueError: model_fn broke on rank 1",
+                "traceback": "Traceback (most recent call last): ..."}
+    assert ending(True, -signal.SIGTERM, reported) == "failed"   # stopped, but its own error
+    assert ending(True, -signal.SIGTERM, None) == "stopped"      # a stop makes no error
+    assert ending(True, None, None, must_run_until_stopped=True) == "stopped"
+    assert ending(False, 0, None) == "finished"
+    assert ending(False, 1, reported) == "failed"
+    assert ending(False, -signal.SIGKILL, None) == "failed"
+    assert ending(False, 0, None, must_run_until_stopped=True) == "failed"
+    echo = RankError(0, "vm", HOROVOD_ECHO, "Traceback (most recent call last): ...")
+    cause = RankError(1, "vm", reported["message"], reported["traceback"])
+    assert primary([echo, cause]) is cause and primary([cause, echo]) is cause
+
+
 def test_warn_trains_on_with_one_note_and_ignore_does_not_check(cluster):
     warned = px.train(programs.nan_program(), cluster=cluster, select=2,
                       config=px.Config(mode="AR", steps=8, batch_size=4, on_nonfinite="warn"))

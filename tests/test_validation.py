@@ -5,7 +5,6 @@ examples: 52 and 51, each ending in a short batch). Three runs cover the three m
 kinds of program (compile-style and the four functions with ``metrics_fn``) and both Kerases;
 the HYBRID one also counts epochs, stops early, keeps its best checkpoint and writes its
 validation to TensorBoard. Then the pure parts, without processes."""
-import os
 
 import numpy as np
 import pytest

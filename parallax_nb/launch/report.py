@@ -9,6 +9,7 @@ import pandas as pd
 from ..render import render
 from ..runtime.profile import PHASES
 from ..tuning import PartitionSearch
+from .run import METRIC_COLUMNS, validation_line
 
 TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
 
@@ -32,6 +33,21 @@ class RunReport:
     metrics: Optional[pd.DataFrame] = dataclasses.field(default=None, repr=False)
     startup: dict = dataclasses.field(default_factory=dict)   # Run.startup_seconds()
     restarts: tuple = ()             # Run.restarts: what was lost, resumed from, time lost
+    validation: Optional[pd.DataFrame] = dataclasses.field(default=None, repr=False)
+    training_metrics: dict = dataclasses.field(default_factory=dict)   # last window, mean
+
+    def validation_lines(self) -> list:
+        """The last validation's values, and the best one where a checkpoint kept it."""
+        frame = self.validation
+        if frame is None or frame.empty:
+            return []
+        last = frame.iloc[-1]
+        lines = [f"{validation_line(last)} ({int(last['val_examples'])} examples; "
+                 f"{len(frame)} validation(s))"]
+        kept = frame[frame["best"].astype(bool)]
+        if len(kept):
+            lines.append(f"best kept: {validation_line(kept.iloc[-1])}")
+        return lines
 
     def phases(self, first: int = 1, last: Optional[int] = None) -> dict:
         """Where a step's time went (``Config(profile=True)``): ms per phase, the median over
@@ -71,6 +87,10 @@ class RunReport:
             lines.append("communication per step (bytes, median over steps; see "
                          "docs/communication.md):")
             lines.append(self.communication.to_string(index=False))
+        if self.training_metrics:
+            lines.append("training metrics (last window, mean over ranks): " + ", ".join(
+                f"{k} {v:.4f}" for k, v in self.training_metrics.items()))
+        lines += [f"  {line}" for line in self.validation_lines()]
         if self.startup:
             lines.append(f"start-up {sum(self.startup.values()):.1f} s to the first step: " +
                          ", ".join(f"{k} {v:.2f}" for k, v in self.startup.items()))
@@ -101,6 +121,16 @@ class RunReport:
                       placement_columns=list(self.placements.columns))
 
 
+def training_metrics(frame: pd.DataFrame) -> dict:
+    """Compiled metrics of the last logged step, averaged over the ranks."""
+    names = [c for c in frame.columns if c not in METRIC_COLUMNS]
+    if not names or frame.empty:
+        return {}
+    last = frame[frame["step"] == frame["step"].max()]
+    return {name: float(last[name].mean()) for name in names
+            if pd.api.types.is_numeric_dtype(last[name])}
+
+
 def build_report(run) -> RunReport:
     frame = run.metrics
     steady = frame[frame["step"] > 1] if (frame["step"] > 1).any() else frame
@@ -124,6 +154,7 @@ def build_report(run) -> RunReport:
                      per_rank, float(last["loss"]) if last is not None else float("nan"),
                      placements, communication, str(run.error) if run.error else None,
                      run.partition_search, frame, run.startup_seconds(),
-                     tuple(dict(r) for r in getattr(run, "restarts", ())))
+                     tuple(dict(r) for r in getattr(run, "restarts", ())), run.validation,
+                     training_metrics(frame))
 
 

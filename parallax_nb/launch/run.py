@@ -32,6 +32,22 @@ VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_table_reads", "val
                     "best", "stopped", "attempt"]
 
 
+def validation_values(row) -> Dict[str, float]:
+    """The validation values of a row (``val_loss``, ``val_<metric>``), facts left out."""
+    return {k: float(v) for k, v in dict(row).items()
+            if k.startswith("val_") and k not in VALIDATION_FACTS
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def validation_line(row) -> str:
+    """``validation at step 600 (epoch 2): val_loss 0.4121, val_auc 0.8312``."""
+    row = dict(row)
+    epoch = row.get("epoch")
+    epoch = f" (epoch {int(epoch)})" if epoch is not None and pd.notna(epoch) else ""
+    values = ", ".join(f"{k} {v:.4f}" for k, v in validation_values(row).items())
+    return f"validation at step {int(row['step'])}{epoch}: {values}"
+
+
 class Run:
     """Handle of one training job: ``metrics``, ``status``, ``wait()``, ``stop()``,
     ``result()``, ``restarts``, and ``on_metrics(callback)`` for live views."""

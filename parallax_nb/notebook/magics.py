@@ -16,9 +16,10 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.core.error import UsageError
 from IPython.display import display
 
+from ..cli_options import add_training_arguments, training_options
 from ..config import AUTO_MODE, MODES, Config
 from ..errors import ParallaxError, ProgramError
-from ..program import FUNCTIONS, Program, load_program
+from ..program import FUNCTIONS, OPTIONAL_FUNCTIONS, Program, load_program
 from .frontend import widgets_enabled
 from .session import current_session
 from .views.variables_view import VariablesView, parse_partitions
@@ -73,19 +74,17 @@ def build_parser():
     train = commands.add_parser(
         "train", help="(cell magic) train the program the cell defines",
         description="The cell is single-device code defining model_fn, loss_fn, dataset_fn "
-                    "and optimizer_fn; it is run, analysed and launched on the selected "
-                    "devices, and the run panel follows it.")
+                    "and optimizer_fn (or model_fn returning a compiled Keras model and "
+                    "dataset_fn), optionally validation_fn and metrics_fn; it is run, analysed "
+                    "and launched on the selected devices, and the run panel follows it.")
     _add_plan_options(train)
-    train.add_argument("--steps", type=int, default=100, help="training steps per rank")
+    add_training_arguments(train)
     train.add_argument("--batch-size", type=int, help="examples per rank and step")
     train.add_argument("--sum-sparse", action="store_true",
                        help="sum sparse gradients over ranks (the paper's default) instead of "
                             "averaging them like every other gradient")
     train.add_argument("--no-local-aggregation", action="store_true",
                        help="every rank pushes its own sparse gradients to the servers")
-    train.add_argument("--checkpoint-dir", metavar="DIR", help="save (and resume from) here")
-    train.add_argument("--checkpoint-every", type=int, metavar="N",
-                       help="save every N steps")
     train.add_argument("--log-every", type=int, default=1, metavar="N",
                        help="report metrics every N steps")
     train.add_argument("--analysis-steps", type=int, default=2, metavar="N",
@@ -197,9 +196,9 @@ class ParallaxMagics(Magics):
         from ..training import train
 
         config = _plan_config(args).replace(
-            steps=args.steps, batch_size=args.batch_size, average_sparse=not args.sum_sparse,
-            local_aggregation=not args.no_local_aggregation, checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every_steps=args.checkpoint_every, log_every=args.log_every)
+            batch_size=args.batch_size, average_sparse=not args.sum_sparse,
+            local_aggregation=not args.no_local_aggregation, log_every=args.log_every,
+            **training_options(args))
         session = self.session
         if session.run is not None and not session.run.done:
             raise ParallaxError(f"run {session.run.run_id} is still {session.run.status}: "
@@ -289,22 +288,37 @@ class ParallaxMagics(Magics):
 
 
 def program_from_cell(shell, cell: str, name: str) -> Program:
-    """Run the cell as ordinary notebook code, then take the four functions it defined.
+    """Run the cell as ordinary notebook code, then take the program it defined.
 
     The cell runs in the notebook's namespace (so it sees earlier imports, and the same
     code works without the magic); its source is registered with IPython so tracebacks of
-    errors in it show the offending line."""
+    errors in it show the offending line. The program is the four functions, or, where
+    neither ``loss_fn`` nor ``optimizer_fn`` exists, ``model_fn`` returning a compiled model
+    with ``dataset_fn`` (`Program.from_keras`). A ``validation_fn`` or ``metrics_fn`` the
+    cell itself defines (not one left from an earlier cell) joins it."""
+    before = {f: shell.user_ns.get(f) for f in OPTIONAL_FUNCTIONS}
     source = shell.transform_cell(cell)
     filename = shell.compile.cache(source)
     exec(compile(source, filename, "exec"), shell.user_ns)
     functions = {f: shell.user_ns.get(f) for f in FUNCTIONS}
-    missing = [f for f, fn in functions.items() if not callable(fn)]
+    optional = {f: shell.user_ns.get(f) for f in OPTIONAL_FUNCTIONS
+                if callable(shell.user_ns.get(f)) and shell.user_ns.get(f) is not before[f]}
+    compiled = not callable(functions["loss_fn"]) and not callable(functions["optimizer_fn"])
+    needed = ("model_fn", "dataset_fn") if compiled else FUNCTIONS
+    missing = [f for f in needed if not callable(functions[f])]
     if missing:
         raise ProgramError(f"the cell must define {', '.join(missing)}: the body of "
                            f"%%parallax train is single-device code defining model_fn(), "
                            f"loss_fn(model, batch), dataset_fn(shard, num_shards[, batch_size]) "
-                           f"and optimizer_fn()")
-    return Program(name=name, **functions)
+                           f"and optimizer_fn(), or model_fn() returning a compiled Keras model "
+                           f"and dataset_fn (validation_fn and metrics_fn are optional)")
+    if compiled:
+        if "metrics_fn" in optional:
+            raise ProgramError("a compiled model's metrics come from its compile(metrics=...): "
+                               "drop metrics_fn, or write loss_fn and optimizer_fn too")
+        return Program.from_keras(functions["model_fn"], functions["dataset_fn"],
+                                  optional.get("validation_fn"), name=name)
+    return Program(name=name, **functions, **optional)
 
 
 def _plan_config(args) -> Config:

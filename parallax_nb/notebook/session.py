@@ -61,6 +61,8 @@ class NotebookSession:
         ranks = [slot.rank for slot in run.slots] or list(range(run.device_count))  # planning
         self.run_view = RunView(run.config.steps, ranks)
         run.on_metrics(self.run_view.add)
+        if hasattr(run, "on_validation"):
+            run.on_validation(self.run_view.add_validation)
         if hasattr(run, "on_restart"):
             run.on_restart(self.run_view.restarted)
         if panel is not None:

@@ -1,4 +1,5 @@
-"""What the run panel shows: progress, the points of its live plots, and the outcome.
+"""What the run panel shows: progress, the points of its live plots (validation values too),
+and the outcome.
 
 Step records arrive per rank (``Run.on_metrics``) on the Dask client's thread, in any order.
 A step counts as done, and gets a point on the totals plots, once every rank has reported it;
@@ -11,6 +12,8 @@ import threading
 from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
+
+from ...launch.run import validation_line, validation_values
 
 TOTAL_SERIES = ("step", "examples_per_sec", "step_time", "loss")
 RANK_SERIES = ("step", "examples_per_sec")
@@ -30,6 +33,8 @@ class RunView:
         self._latest_total: Optional[dict] = None
         self._first_done: Optional[tuple] = None   # (step, time) of the first step all did
         self.restarts: List[dict] = []              # Run.on_restart's records, newest last
+        self.validations: List[dict] = []           # Run.on_validation's rows, in order
+        self._new_validation_points: List[dict] = []
 
     def add(self, records: List[dict]) -> None:
         with self._lock:
@@ -55,6 +60,28 @@ class RunView:
             total["time"] = max(r.get("time") or 0.0 for r in waiting.values())
             self._first_done = self._first_done or (step, total["time"])
             self._latest_total = total
+
+    def add_validation(self, row: dict) -> None:
+        """A validation's row (`Run.on_validation`)."""
+        with self._lock:
+            self.validations.append(row)
+            self._new_validation_points.append(
+                {"step": row["step"], **validation_values(row)})
+
+    def take_validation_points(self) -> List[dict]:
+        """Validations that arrived since the last call: ``{step, val_*: value}`` each."""
+        with self._lock:
+            points, self._new_validation_points = self._new_validation_points, []
+        return points
+
+    def validation_text(self) -> str:
+        """The last validation's line (`launch.run.validation_line`), or ""."""
+        with self._lock:
+            if not self.validations:
+                return ""
+            last = self.validations[-1]
+        stopped = f"\n{last['stopped']}" if last.get("stopped") else ""
+        return validation_line(last) + stopped
 
     def restarted(self, restart: dict) -> None:
         """The run restarted (`Run.on_restart`): follow its new ranks from here; called again
@@ -124,8 +151,8 @@ class RunView:
         if latest:
             line += (f"  {latest['examples_per_sec']:,.0f} examples/s, step "
                      f"{latest['step_time'] * 1000:.0f} ms, loss {latest['loss']:.4f}")
-        restarts = self.restart_text()
-        return f"{line}\n{restarts}" if restarts else line
+        return "\n".join(part for part in (line, self.validation_text(), self.restart_text())
+                         if part)
 
 
 def _series(names) -> Dict[str, list]:

@@ -1,5 +1,6 @@
 """The run panel: the searches' trials while the run plans, then progress with ETA, live
-plots, a Stop button, then the summary or the error (rank, host, traceback). It keeps updating after the cell has returned: a thread
+plots (throughput, step time, loss and validation), a Stop button, then the summary or the
+error (rank, host, traceback). It keeps updating after the cell has returned: a thread
 refreshes it twice a second until the run is over."""
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class RunPanel(Panel):
                                     "finished": "success"}.get(self.run.status, "info")
         self._meter.value = self.view.progress(elapsed)
         self.plots.stream(*self.view.take_points())
+        self.plots.stream_validation(self.view.take_validation_points())
         self._render_header()
 
     def _stop_clicked(self):

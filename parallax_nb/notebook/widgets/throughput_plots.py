@@ -1,9 +1,11 @@
 """Live Bokeh plots of a run inside the widget panel (jupyter_bokeh, no Bokeh server):
-examples/s in total and per rank, the slowest rank's step time, and the mean loss."""
+examples/s in total and per rank, the slowest rank's step time, the mean loss with the
+validation loss beside it, and the validation metrics (a plot that appears with the first
+validation, when their names are known)."""
 from __future__ import annotations
 
 import os
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 from bokeh.layouts import row
 from bokeh.models import ColumnDataSource
@@ -49,9 +51,33 @@ class ThroughputPlots:
         step_time = figure(title="step time (s), slowest rank", **SIZE)
         step_time.line("step", "step_time", source=self.totals, line_width=2)
         loss = figure(title="loss, mean over ranks", **SIZE)
-        loss.line("step", "loss", source=self.totals, line_width=2, color="firebrick")
-        self.widget = BokehModel(row(throughput, step_time, loss))
+        loss.line("step", "loss", source=self.totals, line_width=2, color="firebrick",
+                  legend_label="training")
+        self.validation = ColumnDataSource({"step": [], "val_loss": []}, name="validation")
+        loss.line("step", "val_loss", source=self.validation, line_width=2, color="navy",
+                  legend_label="validation")
+        loss.scatter("step", "val_loss", source=self.validation, color="navy", size=5)
+        loss.legend.label_text_font_size = "8pt"
+        self.metrics_figure = figure(title="validation metrics", visible=False, **SIZE)
+        self._layout = row(throughput, step_time, loss, self.metrics_figure)
+        self.widget = BokehModel(self._layout)
         self.widget.add_class("parallax-plots")
+
+    def stream_validation(self, points: List[dict]) -> None:
+        """Append validations (``{step, val_loss, val_<metric>...}`` each); the first one
+        gives the metrics plot its lines."""
+        if not points:
+            return
+        names = [k for k in points[0] if k.startswith("val_")]
+        if set(self.validation.data) != {"step", *names}:   # the first validation
+            self.validation.data = {k: [] for k in ["step"] + names}
+            for i, name in enumerate(n for n in names if n != "val_loss"):
+                self.metrics_figure.line("step", name, source=self.validation, line_width=2,
+                                         color=Category10_10[i % 10], legend_label=name)
+                self.metrics_figure.scatter("step", name, source=self.validation, size=5,
+                                            color=Category10_10[i % 10])
+            self.metrics_figure.visible = len(names) > 1
+        self.validation.stream({k: [p.get(k) for p in points] for k in self.validation.data})
 
     def stream(self, totals: Dict[str, list], per_rank: Dict[int, Dict[str, list]]) -> None:
         """Append new points (call from one thread at a time: each call is a document patch)."""

@@ -110,7 +110,7 @@ def run_train(args) -> int:
                   file=sys.stderr) as bar:
             run.on_metrics(lambda records: bar.update(
                 config.log_every * sum(r["rank"] == 0 for r in records)))
-            run.on_validation(lambda row: bar.write(validation_line(row)))
+            run.on_validation(lambda row: bar.write(validation_line(row), file=sys.stderr))
             try:
                 run.wait(args.timeout)
             except TimeoutError:

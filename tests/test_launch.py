@@ -159,14 +159,21 @@ def test_connect_to_an_existing_scheduler_by_address_and_by_client(cluster):
 
 
 def test_command_line_trains_on_the_embedded_cluster():
+    """A compile-style program with validation data, validated every 2 steps."""
     result = subprocess.run(
-        [sys.executable, "-m", "parallax_nb", "train", "parallax_nb.examples.cnn:program",
-         "--mode", "AR", "--steps", "4", "--batch-size", "8", "--local", "2"],
+        [sys.executable, "-m", "parallax_nb", "train", "parallax_nb.examples.clicks:program",
+         "--mode", "AR", "--steps", "4", "--batch-size", "8", "--local", "2",
+         "--validate-every", "2"],
         capture_output=True, text=True, timeout=240,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finished, mode AR, 2 rank(s)" in result.stdout
     assert "4 steps in" in result.stdout
+    assert re.search(r"validation at step 2: val_loss 0\.\d+, val_accuracy 0\.\d+, val_auc",
+                     result.stderr)   # printed as it happens
+    assert re.search(r"validation at step 4: .*\(5001 examples; 2 validation\(s\)\)",
+                     result.stdout)   # in the report
+    assert "training metrics (last window, mean over ranks): accuracy" in result.stdout
     run_id = re.search(r"^Run (\w+):", result.stdout, re.M).group(1)
     assert run_processes(run_id) == []
 

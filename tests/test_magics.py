@@ -106,6 +106,44 @@ def test_train_runs_the_cell_on_the_ticked_devices(shell, capsys, monkeypatch):
     assert "finished" in capsys.readouterr().out
 
 
+COMPILED_CELL = """
+import tensorflow as tf
+from parallax_nb.examples import clicks
+
+def model_fn():
+    return clicks.model_fn()
+
+def shard_of(examples, seed, shard, num_shards, batch_size):
+    ids, labels = clicks.clicks(examples, seed)
+    return tf.data.Dataset.from_tensor_slices(
+        (ids[shard::num_shards], labels[shard::num_shards])).batch(batch_size)
+
+def dataset_fn(shard, num_shards, batch_size=8):
+    return shard_of(96, 3, shard, num_shards, batch_size)
+
+def validation_fn(shard, num_shards, batch_size=8):
+    return shard_of(103, 4, shard, num_shards, batch_size)
+"""
+
+
+def test_a_compile_style_cell_trains_for_epochs_and_validates(shell, capsys):
+    """No loss_fn or optimizer_fn: the compiled model's; the cell's validation_fn joins it;
+    --epochs counts the steps (48 examples per shard, batch 8: 6 per epoch)."""
+    session = current_session()
+    if session.cluster is None:
+        magic(shell, "connect --local 2")
+    for leftover in ("loss_fn", "optimizer_fn", "metrics_fn"):
+        shell.user_ns.pop(leftover, None)
+    magic(shell, "train --mode AR --epochs 1 --batch-size 8 --validate-every 3 --wait "
+                 "--out compiled_run", COMPILED_CELL)
+    run = shell.user_ns["compiled_run"]
+    assert run.config.steps == 6 and list(run.validation["step"]) == [3, 6]
+    assert run.validation["val_examples"].tolist() == [103, 103]
+    magic(shell, "status")
+    assert re.search(r"validation at step 6 \(epoch 1\): val_loss [\d.]+, val_accuracy",
+                     capsys.readouterr().out)
+
+
 def test_a_typo_in_model_fn_is_a_normal_error_and_starts_nothing(shell):
     session = current_session()
     if session.cluster is None:

@@ -64,7 +64,7 @@ PLANS = {
     "quick": Plan(QUICK, ranks=(2,), steps=60, warmup=10, repeats=1,
                   multihost_models=("lm",), multihost_repeats=1, shapes=((2, 1),),
                   bandwidths=("1gbit",),
-                  run_timeout=120.0),
+                  run_timeout=120.0, warm_start=False),
 }
 
 

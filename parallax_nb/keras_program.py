@@ -74,6 +74,21 @@ def compiled_metrics(metrics, weighted_metrics) -> dict:
     return {"metrics": metrics, "weighted_metrics": weighted_metrics}
 
 
+def shippable(specs, keras_flavour: str):
+    """compile's metrics as they can travel to the ranks: names and functions as given,
+    metric objects (which hold variables) as their serialised configs."""
+    from .keras_metrics import metrics_module
+
+    if specs is None:
+        return None
+    if isinstance(specs, dict):
+        raise ProgramError(f"metrics per output ({sorted(specs)}) are not supported yet: "
+                           f"compile one list of metrics for the model's single output")
+    module = metrics_module(keras_flavour)
+    specs = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    return [module.serialize(s) if isinstance(s, module.Metric) else s for s in specs]
+
+
 def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable, Callable]:
     """(loss_fn, optimizer_fn, metrics_fn) of a compiled ``model_fn``; builds the model once
     to read its ``compile`` (with the names a rank would give it, so no name is used up
@@ -92,7 +107,8 @@ def keras_program_parts(model_fn: Callable[[], Any]) -> Tuple[Callable, Callable
             f"{type(model).__name__}{' without compile' if made_by else ''}. For a model "
             "without compile, use px.Program(model_fn, loss_fn, dataset_fn, optimizer_fn).")
     config = optimizers_of(made_by).serialize(optimizer)
-    compiled = model.get_compile_config() or {}
-    metrics_fn = functools.partial(compiled_metrics, compiled.get("metrics"),
-                                   compiled.get("weighted_metrics"))
+    compiled = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+    metrics_fn = functools.partial(
+        compiled_metrics, shippable(compiled.get("metrics"), made_by),
+        shippable(compiled.get("weighted_metrics"), made_by))
     return compiled_loss, functools.partial(make_optimizer, made_by, config), metrics_fn

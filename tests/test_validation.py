@@ -251,3 +251,30 @@ def test_steps_per_epoch_is_the_smallest_shards_batch_count():
                                    programs.click_batches(s, n, batch_size, examples=100))
     assert steps_for_epochs(uneven, px.Config(epochs=2, batch_size=11), 3).steps == 6
     assert steps_for_epochs(program, px.Config(epochs=1, batch_size=8), 2).steps_per_epoch == 6
+
+
+def absolute_error(y_true, y_pred):
+    return tf.reduce_mean(tf.abs(y_true - y_pred))
+
+
+def compiled_with_every_kind_of_metric():
+    model = programs.click_model()
+    model.compile(optimizer="adagrad", loss="binary_crossentropy",
+                  metrics=[absolute_error, "mae", tf.keras.metrics.AUC(name="roc")],
+                  weighted_metrics=["accuracy"])
+    return model
+
+
+def test_compiles_metrics_travel_to_the_ranks_as_names_functions_and_configs():
+    """A function metric goes by itself, a metric object by its config (its variables stay
+    behind): after a trip through cloudpickle, the same metrics, weighted where compiled so."""
+    import cloudpickle
+
+    from parallax_nb.runtime.validation import build_metrics
+
+    program = px.Program.from_keras(compiled_with_every_kind_of_metric, programs.click_batches)
+    shipped = cloudpickle.loads(cloudpickle.dumps(program))
+    metrics = build_metrics(shipped.metrics(), shipped.model(),
+                            next(iter(programs.click_batches(0, 1))))
+    assert metrics.names == ["absolute_error", "mae", "roc", "accuracy"]
+    assert [weighted for _, weighted in metrics.metrics] == [False, False, False, True]

@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps docs clean
+.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory docs clean
 
 # The Python environment (all `make run` and the benchmarks need), then the system pieces
 # only the tests drive (Chromium, the JupyterHub proxy).
@@ -65,6 +65,11 @@ bench-soak: setup-python
 bench-steady-steps: setup-python
 	$(PY) -m benchmarks.steady_steps --per-epoch-iterators
 	$(PY) -m benchmarks.steady_steps
+
+# The client's peak memory in run.model() of 1.5 GB of tables (#23), now and before (about
+# 5 minutes, 8 GB of memory; --quick: 64 MB of tables).
+bench-model-memory: setup-python
+	$(PY) -m benchmarks.model_memory
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -53,7 +53,7 @@ def test_run_model_is_the_users_model_with_the_trained_weights(trained):
         np.testing.assert_array_equal(weights[name], result[name], err_msg=name)
     # and the weights are trained ones, not model_fn's initial values
     assert any(not np.array_equal(result[n], v) for n, v in weights_by_name(
-        build_model(program)).items())
+        build_model(program, initial_values=True)).items())
 
 
 def test_load_model_from_the_checkpoint_equals_run_model(trained):

@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory docs clean
+.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory bench-startup docs clean
 
 # The Python environment (all `make run` and the benchmarks need), then the system pieces
 # only the tests drive (Chromium, the JupyterHub proxy).
@@ -70,6 +70,11 @@ bench-steady-steps: setup-python
 # 5 minutes, 8 GB of memory; --quick: 64 MB of tables).
 bench-model-memory: setup-python
 	$(PY) -m benchmarks.model_memory
+
+# Start-up to the first step (#26): cold, warm, changed program and restart, with and without
+# spare processes, and the cost of the always-on step sample (about 6 minutes).
+bench-startup: setup-python
+	$(PY) -m benchmarks.startup
 
 clean:
 	rm -rf .venv build *.egg-info

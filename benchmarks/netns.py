@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
-from parallax_nb.launch.supervisor import terminate  # SIGTERM the group, then SIGKILL
+from parallax_nb.launch.processes import terminate  # SIGTERM the group, then SIGKILL
 
 PREFIX = "pxb"                       # every name this module creates starts with it
 NAME = re.compile(rf"^{PREFIX}(\d+)")  # ... followed by the creating process's id

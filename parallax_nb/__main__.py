@@ -108,8 +108,7 @@ def run_train(args) -> int:
             print(run.analysis)
         with tqdm(total=run.config.steps, desc=f"{run.mode} x{len(run.slots)}", unit="step",
                   file=sys.stderr) as bar:
-            run.on_metrics(lambda records: bar.update(
-                config.log_every * sum(r["rank"] == 0 for r in records)))
+            run.on_metrics(_follow(bar, config, len(run.slots), args.profile))
             run.on_validation(lambda row: bar.write(validation_line(row), file=sys.stderr))
             try:
                 run.wait(args.timeout)
@@ -121,6 +120,28 @@ def run_train(args) -> int:
         return 0
     finally:
         cluster.close()
+
+
+PHASES_EVERY_SECONDS = 5.0   # --profile: each rank's newest step phases, this often
+
+
+def _follow(bar, config, ranks: int, profile: bool):
+    """The step records' callback: the progress bar, and with ``--profile`` where each
+    rank's step goes (`notebook.views.phases_view`), printed every few seconds."""
+    from .notebook.views.phases_view import PhaseBars
+
+    phases, printed = PhaseBars(list(range(ranks))), [time.monotonic()]
+
+    def on_records(records) -> None:
+        bar.update(config.log_every * sum(r["rank"] == 0 and r["step"] % config.log_every == 0
+                                          for r in records))
+        phases.add(records)
+        if profile and phases.changed and \
+                time.monotonic() - printed[0] >= PHASES_EVERY_SECONDS:
+            printed[0] = time.monotonic()
+            for line in phases.text():
+                bar.write(line, file=sys.stderr)
+    return on_records
 
 
 def run_check(args) -> int:

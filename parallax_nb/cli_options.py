@@ -27,6 +27,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, metavar="N", help="save every N steps")
     parser.add_argument("--tensorboard-dir", metavar="DIR",
                         help="rank 0 writes TensorBoard scalars here")
+    parser.add_argument("--profile", action="store_true",
+                        help="every step's phases (default: one step in every 50)")
 
 
 def training_options(args) -> dict:
@@ -39,4 +41,4 @@ def training_options(args) -> dict:
                 validate_every_steps=args.validate_every, early_stopping=stopping,
                 keep_best=args.keep_best, checkpoint_dir=args.checkpoint_dir,
                 checkpoint_every_steps=args.checkpoint_every,
-                tensorboard_dir=args.tensorboard_dir)
+                tensorboard_dir=args.tensorboard_dir, profile=args.profile)

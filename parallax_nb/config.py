@@ -94,11 +94,19 @@ class Config:
         go to the servers, so each host sends one gradient per step.
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
-        step metrics and in the run report. Cheap: a few timestamps per step.
+        step metrics and in the run report, for every logged step. Cheap: a few timestamps
+        per step.
+    profile_every: without ``profile``, the phases of one step in every N (default 50;
+        0: none): the run panel's live phase bars and ``run.metrics``' ``t_*`` columns of
+        those steps. The timestamps are taken in every step once either is on (a sampled
+        step is one whose stamps are read and sent); what that costs is measured in
+        ``benchmarks/startup.py`` (README, "Where the time goes").
     warm_start: every Dask worker that runs one of a run's processes starts a spare process
         with TensorFlow and Horovod imported for the next run (`launch.warm`) once that
-        process has started up: the next run in a session starts seconds sooner. Spares hold memory (a TensorFlow
-        process each, about 0.4 GB) until the worker exits or ``cluster.release_spares()``.
+        process has started up, and `px.train` asks each selected worker without one to
+        start it as the run begins (its import then overlaps the analysis): runs start
+        seconds sooner. Spares hold memory (a TensorFlow process each, about 0.4 GB) until
+        the worker exits or ``cluster.release_spares()``.
     on_nonfinite: what a non-finite (NaN or infinite) loss or gradient does: "stop" (the
         default) fails the run with the step, the rank and the variables whose gradients
         were not finite, before the step is checkpointed; "warn" adds a note (once per rank)
@@ -135,6 +143,7 @@ class Config:
     log_every: int = 1
     start_timeout: float = 120.0
     profile: bool = False
+    profile_every: int = 50
     warm_start: bool = True
     horovod: Optional[Dict[str, str]] = None
     placement: Optional[Dict[str, str]] = None
@@ -165,6 +174,10 @@ class Config:
             object.__setattr__(self, "keep_best", _checked_monitor("keep_best",
                                                                    self.keep_best, {}))
         _positive_int("log_every", self.log_every)
+        if isinstance(self.profile_every, bool) or not isinstance(self.profile_every, int) \
+                or self.profile_every < 0:
+            raise ConfigError(f"profile_every must be an integer >= 0 (0: no sampled steps), "
+                              f"got {self.profile_every!r}")
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
         if self.servers is not None:

@@ -17,7 +17,7 @@ STEP = "step"          # one training step: rank, step, loss, examples, step_tim
 STARTED = "started"    # the rank process is up: rank, host, pid
 TOPOLOGY = "topology"  # Horovod's view of the rank after hvd.init(): rank, local/cross rank, size
 INFO = "info"          # a note worth showing the user (fallback mode, restored checkpoint)
-STARTUP = "startup"    # where the rank's start-up went: started (time), phases {name: s}
+STARTUP = "startup"    # at each start-up mark: started (time), phases {name: s} so far, done
 DONE = "done"          # the rank finished its steps
 ERROR = "error"        # the rank failed: message, traceback
 RESTART = "restart"    # the client restarted the run after a loss (launch.recovery)
@@ -57,7 +57,7 @@ class EventForwarder(threading.Thread):
     Step records are batched (flushed at least every ``flush_seconds``, also when the rank
     is quiet) so fast steps do not flood the scheduler; other messages go at once. The last
     ERROR message is kept for the supervisor's exception; ``on_startup`` runs once, when the
-    rank reports its start-up done (its first step).
+    rank reports its start-up done (its first step; earlier ``startup`` marks do not count).
     """
 
     def __init__(self, fd: int, log_event, topic: str, flush_seconds: float = 0.25,
@@ -101,7 +101,8 @@ class EventForwarder(threading.Thread):
             return
         if message.get("type") == ERROR:
             self.error = message
-        if message.get("type") == STARTUP and not self.started_up:
+        if message.get("type") == STARTUP and message.get("done", True) and \
+                not self.started_up:
             self.started_up = True
             if self._on_startup is not None:
                 self._on_startup()

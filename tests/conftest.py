@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import cloudpickle
@@ -9,6 +10,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import programs  # noqa: E402
+
+# Ctrl-C raises KeyboardInterrupt in this process, as in a terminal, however the suite was
+# started: a shell starts a background job (`make test &`) with SIGINT ignored, Python then
+# installs no handler, and the interrupt tests (test_failures, test_partition_search) would
+# see nothing while their million-step runs went on training beside every later test (and
+# the Jupyter server of test_browser would inherit the ignored signal).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Ship the test programs by value: Dask workers and rank processes need not import `tests`.
 cloudpickle.register_pickle_by_value(programs)

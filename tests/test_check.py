@@ -16,7 +16,7 @@ import programs
 from cluster_tools import cluster_children, wait_for, wait_until_gone
 from parallax_nb.cluster.check import CHECKS, ClusterNotReady, require_ready
 from parallax_nb.cluster.devices import devices_from_probes
-from parallax_nb.launch.supervisor import terminate
+from parallax_nb.launch.processes import terminate
 
 pytestmark = pytest.mark.timeout(300)
 SITE = next(p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p))

@@ -18,7 +18,7 @@ import pytest
 import parallax_nb as px
 import programs
 from cluster_tools import run_processes, wait_for, wait_until_gone
-from parallax_nb.launch.supervisor import terminate
+from parallax_nb.launch.processes import terminate
 
 dask_gateway = pytest.importorskip("dask_gateway", reason="dask-gateway is not installed "
                                    "(pip install dask-gateway 'dask-gateway-server[local]')")

@@ -50,14 +50,18 @@ class RunReport:
         return lines
 
     def phases(self, first: int = 1, last: Optional[int] = None) -> dict:
-        """Where a step's time went (``Config(profile=True)``): ms per phase, the median over
-        steps first+1..last of the rank whose steps took longest (the critical path)."""
+        """Where a step's time went (every step with ``Config(profile=True)``, else the
+        sampled ones, ``profile_every``): ms per phase, the median over steps first+1..last
+        of the rank whose steps took longest (the critical path)."""
         frame = self.metrics
         columns = [f"t_{p}" for p in PHASES]
         if frame is None or frame.empty or frame[columns].isna().all().all():
             return {}
         last = int(frame["step"].max()) if last is None else last
-        steady = frame[(frame["step"] > first) & (frame["step"] <= last)]
+        steady = frame[(frame["step"] > first) & (frame["step"] <= last)].dropna(
+            subset=columns)
+        if steady.empty:
+            return {}
         medians = steady.groupby("rank")[columns + ["step_time"]].median()
         slowest = medians.loc[medians["step_time"].idxmax()]
         return {p: float(slowest[f"t_{p}"] * 1e3) for p in PHASES}

@@ -31,8 +31,8 @@ from ..cluster.ranks import interface_of
 from ..runtime.result import read_weights
 from ..runtime.spec import RankSpec, ServerSpec
 from . import warm
+from .processes import terminate
 
-GRACE_SECONDS = 3.0
 LOG_TAIL_BYTES = 4000
 
 
@@ -212,22 +212,6 @@ def _stale(path: str) -> bool:
         return False
     return stat.S_ISDIR(status.st_mode) and status.st_uid == os.geteuid() and \
         time.time() - status.st_mtime > STALE_SECONDS
-
-
-def terminate(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL it after a grace period."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def free_port(dask_worker=None) -> str:

@@ -74,7 +74,7 @@ class NotebookSession:
         run = self.require_run()
         trials = [f"{trial.text()}\n" for trial in run.planning.records] if run.planning else []
         return (f"run {run.run_id}: {run.mode}, {len(run.slots)} rank(s)\n" + "".join(trials)
-                + self.run_view.text(run.status, time.time() - run.started_at))
+                + self.run_view.run_text(run, time.time()))
 
     def require_run(self):
         if self.run is None:

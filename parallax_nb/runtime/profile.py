@@ -79,16 +79,24 @@ def phase_times(stamps, step_seconds: float, input_seconds: float) -> dict:
     return {f"t_{k}": v for k, v in phases.items()}
 
 
-class StartupClock:
-    """Where a rank's start-up goes: wall-clock marks from its ``main`` to its first step
-    (sent with the ``startup`` event; the run report adds the time before ``main``)."""
+STARTUP_PHASES = ("horovod", "connect", "model", "optimizer", "trace", "first_step")
 
-    def __init__(self):
+
+class StartupClock:
+    """Where a rank's start-up goes: wall-clock marks from its ``main`` to its first step.
+    ``report(done)`` (the rank's ``startup`` event) runs at every mark, so the notebook sees
+    the start-up as it happens; ``done`` at the last (the run report adds the time before
+    ``main``)."""
+
+    def __init__(self, report=None):
         self.started = time.time()
         self._last = self.started
         self.phases = {}
+        self.report = report
 
     def mark(self, phase: str) -> None:
         now = time.time()
         self.phases[phase] = now - self._last
         self._last = now
+        if self.report is not None:
+            self.report(phase == STARTUP_PHASES[-1])

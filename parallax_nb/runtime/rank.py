@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
-from ..events import DONE, ERROR, STARTED, TOPOLOGY
+from ..events import DONE, ERROR, STARTED, STARTUP, TOPOLOGY
 from .process import start
 from .profile import StartupClock
 from .result import write_weights
@@ -46,6 +46,8 @@ def main(argv) -> int:
     clock = StartupClock()
     spec, events = start(argv)
     events.send(STARTED, rank=spec.rank, host=spec.host, pid=os.getpid())
+    clock.report = lambda done: events.send(STARTUP, rank=spec.rank, started=clock.started,
+                                            phases=dict(clock.phases), done=done)
     try:
         import cloudpickle
 

@@ -12,7 +12,7 @@ import time
 
 from ..analysis.trace import compute_loss, examples_in
 from ..errors import NonFiniteError
-from ..events import INFO, STARTUP, STEP, VALIDATION, EventWriter
+from ..events import INFO, STEP, VALIDATION, EventWriter
 from ..keras3 import check_one_keras, tf_variable, variable_name
 from ..program import Program
 from ..row_updates import LocalRowUpdates
@@ -158,7 +158,8 @@ class Trainer:
         program, model, optimizer, sync = self.program, self.model, self.optimizer, self.sync
         variables, n_local = self.variables, len(self.local_variables)
         server_sync, accounting, row_updates = self.server_sync, self.accounting, self.row_updates
-        counter, profile = self.step_counter, self.config.profile
+        counter = self.step_counter
+        profile = self.config.profile or self.config.profile_every > 0   # stamps traced
         densified = {p.variable.name for p in self.spec.placements if p.dense_sync}
         densify = [i for i, v in enumerate(self.local_variables)
                    if variable_name(v) in densified]
@@ -262,14 +263,13 @@ class Trainer:
             now = time.perf_counter()
             if not self.clock.phases.get("first_step"):
                 self.clock.mark("first_step")    # TensorFlow instantiating it, then running it
-                self.events.send(STARTUP, rank=spec.rank, started=self.clock.started,
-                                 phases=self.clock.phases)
-            if step_number % config.log_every == 0 or step_number == config.steps:
+            stamps = traffic.pop("stamps", None)
+            sampled = stamps is not None and self._sampled(step_number)
+            if step_number % config.log_every == 0 or step_number == config.steps or sampled:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous
-                stamps = traffic.pop("stamps", None)
                 phases = (dict(phase_times(stamps.numpy(), elapsed, input_seconds),
-                               **self._blocking(batch)) if stamps is not None else {})
+                               **self._blocking(batch)) if sampled else {})
                 speed = examples / elapsed if elapsed > 0 else 0.0
                 window = self._training_metrics()
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
@@ -290,6 +290,13 @@ class Trainer:
         if self.checkpoints is not None and self.chief and remaining and \
                 (saved is None or step_of(saved) != step_number):
             self.checkpoints.save(checkpoint_number=step_number)
+
+    def _sampled(self, step_number: int) -> bool:
+        """This step's phases are reported: every step with ``profile``, else one in every
+        ``profile_every``, from the second (the first includes building the step)."""
+        every = self.config.profile_every
+        return self.config.profile or (every > 0 and step_number >= 2 and
+                                       (step_number - 2) % every == 0)
 
     def _training_metrics(self) -> dict:
         """This rank's compiled metrics over the steps since the last logged one."""

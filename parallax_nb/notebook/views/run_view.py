@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 from tqdm import tqdm
 
 from ...launch.run import validation_line, validation_values
+from .phases_view import PhaseBars, StartupView
 
 TOTAL_SERIES = ("step", "examples_per_sec", "step_time", "loss")
 RANK_SERIES = ("step", "examples_per_sec")
@@ -33,6 +34,7 @@ class RunView:
         self._latest_total: Optional[dict] = None
         self._first_done: Optional[tuple] = None   # (step, time) of the first step all did
         self.restarts: List[dict] = []              # Run.on_restart's records, newest last
+        self.phases = PhaseBars(self.ranks)         # each rank's newest sampled step
         self.validations: List[dict] = []           # Run.on_validation's rows, in order
         self._new_validation_points: List[dict] = []
 
@@ -40,6 +42,7 @@ class RunView:
         with self._lock:
             for record in sorted(records, key=lambda r: (r["step"], r["rank"])):
                 self._add(record)
+        self.phases.add(records)
 
     def _add(self, record: dict) -> None:
         rank, step = record["rank"], record["step"]
@@ -96,6 +99,7 @@ class RunView:
             self._waiting = {}
             self._new_rank_points = {rank: self._new_rank_points.get(rank, _series(RANK_SERIES))
                                      for rank in self.ranks}
+            self.phases = PhaseBars(self.ranks)
 
     def restart_text(self) -> str:
         """``restarted 1x (last: rank 1 on ... lost at step 57, resumed from 50, 9.8 s)``."""
@@ -144,6 +148,17 @@ class RunView:
         """tqdm's meter: ``40%|####      | 40/100 [00:10<00:15, 3.96step/s]``."""
         return tqdm.format_meter(self.steps_done, self.total_steps, elapsed, unit="step",
                                  ncols=60, rate=self.steps_per_second)
+
+    def startup_lines(self, run, now: float) -> List[str]:
+        """``run``'s start-up as it happens (`phases_view.StartupView`); [] once it steps."""
+        return StartupView(run.train_called_at, run.mode in ("HYBRID", "PS")).lines(
+            run.status, run.started_at if run.analysis is not None else None,
+            dict(run.startup), self.ranks, now)
+
+    def run_text(self, run, now: float) -> str:
+        """`text` of ``run``, with its start-up while it starts and its step phases."""
+        return "\n".join([self.text(run.status, now - run.started_at)] +
+                         self.startup_lines(run, now) + self.phases.text())
 
     def text(self, status: str, elapsed: float) -> str:
         line = f"{status}: {self.progress(elapsed)}"

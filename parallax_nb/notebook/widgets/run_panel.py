@@ -35,6 +35,8 @@ class RunPanel(Panel):
         self._stop = w.Button(description="Stop", button_style="danger", icon="stop",
                               disabled=True)
         self._stop.on_click(lambda _: self._stop_clicked())
+        self._startup = w.HTML()         # start-up as it happens (which phase, how long)
+        self._startup.add_class("parallax-startup")
         self._trials = w.HTML()          # the searches' trials (runs that plan)
         self._trials.add_class("parallax-trials")
         self._trial_lines = []
@@ -42,7 +44,7 @@ class RunPanel(Panel):
         self._outcome = w.HTML()
         self._outcome.add_class("parallax-outcome")
         self.widget = w.VBox([self._header, w.HBox([self._progress, self._meter, self._stop]),
-                              self._trials, self._plots_box, self._outcome])
+                              self._startup, self._trials, self._plots_box, self._outcome])
         self.widget.add_class("parallax-run-panel")
         self._render_header()
 
@@ -97,6 +99,10 @@ class RunPanel(Panel):
         self._meter.value = self.view.progress(elapsed)
         self.plots.stream(*self.view.take_points())
         self.plots.stream_validation(self.view.take_validation_points())
+        if self.view.phases.changed:
+            self.plots.phases.show(self.view.phases.bars())
+        startup = self.view.startup_lines(self.run, time.time())
+        self._startup.value = "<br>".join(html.escape(line) for line in startup)
         self._render_header()
 
     def _stop_clicked(self):
@@ -139,7 +145,7 @@ class RunPanel(Panel):
         if self.run is not None:
             lines = [f"{self.title}: run {self.run.run_id}, {self.run.mode}, "
                      f"{len(self.run.slots)} rank(s)",
-                     self.view.text(self.status, time.time() - self.run.started_at)]
+                     self.view.run_text(self.run, time.time())]
         lines[1:1] = [text for _, text in self._trial_lines]
         if self._outcome_text:
             lines.append(self._outcome_text)

@@ -1,19 +1,21 @@
 """Live Bokeh plots of a run inside the widget panel (jupyter_bokeh, no Bokeh server):
 examples/s in total and per rank, the slowest rank's step time, the mean loss with the
 validation loss beside it, and the validation metrics (a plot that appears with the first
-validation, when their names are known)."""
+validation, when their names are known); below them, where each rank's step goes
+(`phase_plot`)."""
 from __future__ import annotations
 
 import os
 from typing import Dict, List, Sequence
 
-from bokeh.layouts import row
+from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
 from ..views.run_view import RANK_SERIES, TOTAL_SERIES
+from .phase_plot import PhasePlot
 
 BOKEHJS_ENV = "PARALLAX_NB_BOKEHJS"
 
@@ -37,6 +39,7 @@ SIZE = dict(width=320, height=220, tools="pan,wheel_zoom,reset", x_axis_label="s
 
 class ThroughputPlots:
     def __init__(self, ranks: Sequence[int]):
+        self.phases = PhasePlot(list(ranks))
         self.totals = ColumnDataSource({name: [] for name in TOTAL_SERIES}, name="totals")
         self.per_rank = {rank: ColumnDataSource({name: [] for name in RANK_SERIES},
                                                 name=f"rank{rank}") for rank in ranks}
@@ -59,8 +62,8 @@ class ThroughputPlots:
         loss.scatter("step", "val_loss", source=self.validation, color="navy", size=5)
         loss.legend.label_text_font_size = "8pt"
         self.metrics_figure = figure(title="validation metrics", visible=False, **SIZE)
-        self._layout = row(throughput, step_time, loss, self.metrics_figure)
-        self.widget = BokehModel(self._layout)
+        self.widget = BokehModel(column(row(throughput, step_time, loss, self.metrics_figure),
+                                        self.phases.figure))
         self.widget.add_class("parallax-plots")
 
     def stream_validation(self, points: List[dict]) -> None:

@@ -1,0 +1,47 @@
+"""Where the time goes, live (#26 item 3): the view models of the run panel's start-up line
+and phase bars, fed with records as the ranks send them (pure logic, no processes)."""
+import math
+
+import numpy as np
+
+from parallax_nb.notebook.views.phases_view import PhaseBars, StartupView
+from parallax_nb.runtime.profile import PHASES, phase_times
+
+
+def sampled(rank, step, step_time, stamps, input_seconds=0.001):
+    return {"rank": rank, "step": step, "step_time": step_time,
+            **phase_times(stamps, step_time, input_seconds)}
+
+
+def test_the_bars_tile_each_ranks_step_and_flag_the_slowest():
+    bars = PhaseBars([0, 1])
+    plain = {"rank": 0, "step": 3, "step_time": 0.02, **{f"t_{p}": math.nan for p in PHASES}}
+    bars.add([sampled(0, 2, 0.010, [0, .001, .004, .004, .006, .008, .009]),
+              sampled(1, 2, 0.015, [0, .002, .007, .008, .011, .013, .014]), plain])
+    columns = bars.bars()
+    assert columns["rank"] == ["rank 0", "rank 1"] and columns["step"] == [2, 2]
+    totals = np.sum([columns[p] for p in PHASES], axis=0)
+    np.testing.assert_allclose(totals, columns["step_ms"], rtol=1e-9)   # they tile the step
+    assert columns["slowest"] == [False, True]
+    assert columns["label"] == ["rank 0", "rank 1 (slowest)"]
+    assert bars.text()[1].startswith("rank 1 (slowest) (step 2): input 1.00 | pull 2.00")
+    assert bars.text()[1].endswith("= 15.00 ms")
+    # a newer sample replaces a rank's bar; an unsampled step changes nothing
+    bars.add([sampled(0, 52, 0.030, [0, .001, .02, .02, .025, .026, .028])])
+    columns = bars.bars()
+    assert columns["step"] == [52, 2] and columns["slowest"] == [True, False]
+
+
+def test_start_up_says_which_phase_each_rank_is_in_and_for_how_long():
+    view = StartupView(called_at=100.0, has_servers=False)
+    assert view.lines("planning", None, {}, [0, 1], 103.0) == [
+        "start-up 3.0 s: planning (analysis, searches)"]
+    startup = {0: {"started": 105.0, "phases": {"horovod": 2.0, "model": 1.0}, "done": False}}
+    lines = view.lines("starting", 104.0, startup, [0, 1], 110.0)
+    assert lines[0] == "start-up 10.0 s: plan 4.0 s"
+    # no servers: after model comes the optimizer, not connect
+    assert lines[1] == "  rank 0: optimizer (2.0 s so far; process 1.00, horovod 2.00, model 1.00)"
+    assert lines[2] == "  rank 1: process starting (6.0 s so far)"
+    assert StartupView(100.0, has_servers=True).next_phase({"horovod": 1.0}) == "connect"
+    done = {r: {"started": 105.0, "phases": {"first_step": 0.1}, "done": True} for r in (0, 1)}
+    assert view.lines("running", 104.0, done, [0, 1], 120.0) == []

@@ -12,9 +12,8 @@ new embedded cluster of 2 workers, four times, as a user meets it:
   being noticed to the first step after it.
 
 Each configuration is measured side by side in one invocation (this machine is shared and
-noisy): ``spares`` (``Config.warm_start=True``, the default: spare processes with
-TensorFlow imported, and `px.train` asking the selected workers for one as it begins) and
-``no spares`` (``warm_start=False``: every process starts cold). Per run: seconds from
+noisy): ``spares`` (``Config.warm_start=True``, the default: after a run each worker keeps
+a spare process with TensorFlow imported) and ``no spares`` (``warm_start=False``: every process starts cold). Per run: seconds from
 ``px.train`` to the first metrics row as the client sees it, and the phases of
 ``run.startup_seconds()`` (plan, process, horovod, connect, model, optimizer, trace,
 first_step). Also the cost of the always-on step sample (``profile_every``): HYBRID steps

@@ -103,10 +103,9 @@ class Config:
         ``benchmarks/startup.py`` (README, "Where the time goes").
     warm_start: every Dask worker that runs one of a run's processes starts a spare process
         with TensorFlow and Horovod imported for the next run (`launch.warm`) once that
-        process has started up, and `px.train` asks each selected worker without one to
-        start it as the run begins (its import then overlaps the analysis): runs start
-        seconds sooner. Spares hold memory (a TensorFlow process each, about 0.4 GB) until
-        the worker exits or ``cluster.release_spares()``.
+        process has started up: the next run in a session starts seconds sooner. Spares
+        hold memory (a TensorFlow process each, about 0.4 GB) until the worker exits or
+        ``cluster.release_spares()``.
     on_nonfinite: what a non-finite (NaN or infinite) loss or gradient does: "stop" (the
         default) fails the run with the step, the rank and the variables whose gradients
         were not finite, before the step is checkpointed; "warn" adds a note (once per rank)

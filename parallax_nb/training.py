@@ -37,7 +37,6 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     from .cluster import connect
     from .cluster.check import require_ready
     from .launch import create_run, launch
-    from .launch.warm import prewarm
     from .launch.checks import check_optimizer, check_validation_options, release_devices, \
         reserve_devices, steps_for_epochs
     from .plan import Planning, Trials, make_plan, needs_trials
@@ -59,8 +58,6 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     # on any of them is refused at once
     run.add_cleanup(lambda: release_devices(cluster.client, run.run_id))
     reserve_devices(cluster.client, run.run_id, name, selection.devices)
-    if config.warm_start:   # their TensorFlow imports overlap the analysis and the plan
-        prewarm(cluster.client, {device.worker for device in selection.devices})
     trials = Trials(cluster, selection, payload, name)
     try:
         report = (report or analyze(program, steps=2, config=config)).for_selection(

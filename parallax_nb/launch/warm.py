@@ -2,9 +2,7 @@
 
 Once a run's process on a worker has started up (or has ended before that), the worker
 starts one spare in the background, so that the next run there, or this run's restart after
-a loss, skips Python's and TensorFlow's start-up (README, "Start-up"). And `px.train` asks
-the selected workers for one as it begins (`prewarm`): a worker without a spare starts it
-then, so its TensorFlow import runs while the client analyses and plans the run, not after. A spare
+a loss, skips Python's and TensorFlow's start-up (README, "Start-up"). A spare
 lives in its own work directory ``parallax-warm-*``; the run that takes it renames that
 directory to its own ``parallax-<run>-<label>-*`` (the process keeps it as its working
 directory and its log), so cleaning up works as for a process started cold. Spares are
@@ -80,21 +78,15 @@ def take() -> Optional[Spare]:
     return None
 
 
-def replenish(wanted: int = MAX_SPARES) -> None:
-    """Start a spare in the background unless the worker already has ``wanted`` alive."""
+def replenish() -> None:
+    """Start a spare in the background unless the worker already has enough."""
     def start():
         with _lock:
-            if sum(s.alive() for s in _spares) >= wanted:
+            if sum(s.alive() for s in _spares) >= MAX_SPARES:
                 return
             _spares.append(Spare())
 
     threading.Thread(target=start, daemon=True, name="parallax-warm-spare").start()
-
-
-def prewarm(client, workers) -> None:
-    """Have each of ``workers`` start a spare unless it has one: one round trip (each worker
-    starts it in a thread of its own and answers at once)."""
-    client.run(replenish, 1, workers=sorted(workers))
 
 
 def release() -> int:

@@ -52,3 +52,23 @@ def cluster(shared_cluster):
 
     yield shared_cluster
     assert wait_until_gone([p.pid for p in cluster_children(shared_cluster)]) == []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds per test file (setup, call and teardown together), slowest first: the suite
+    has a budget (25 minutes on 2 cores), and this table says which file spends it."""
+    import collections
+
+    seconds, counts = collections.Counter(), collections.Counter()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) in ("setup", "call", "teardown"):
+                path = report.nodeid.split("::")[0]
+                seconds[path] += report.duration
+                counts[path] += report.when == "call"
+    if not seconds:
+        return
+    terminalreporter.write_sep("=", "seconds per test file")
+    for path, total in seconds.most_common():
+        terminalreporter.write_line(f"{total:8.1f} s  {counts[path]:4d} tests  {path}")
+    terminalreporter.write_line(f"{sum(seconds.values()):8.1f} s  total")

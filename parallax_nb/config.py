@@ -92,6 +92,10 @@ class Config:
         report says why for each variable).
     local_aggregation: combine the sparse gradients of all ranks on one host before they
         go to the servers, so each host sends one gradient per step.
+    pack_pulls: fetch every row a step looks up from one server as one exchange (the ids of
+        all its tables in one message, the rows back in one), not one exchange per lookup
+        (`parallax_nb.runtime.packed_pulls`). Same values either way; False is the
+        benchmarks' "before".
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
         step metrics and in the run report, for every logged step. Cheap: a few timestamps
@@ -135,6 +139,7 @@ class Config:
     servers: Optional[int] = None
     average_sparse: bool = True
     local_aggregation: bool = True
+    pack_pulls: bool = True
     checkpoint_dir: Optional[str] = None
     checkpoint_every_steps: Optional[int] = None
     checkpoint_every_seconds: Optional[float] = None

@@ -9,7 +9,6 @@ module and pinned by tests (TensorFlow 2.18.1).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 
 from .native_noise import quiet_tensorflow_import
@@ -88,17 +87,19 @@ def trainable_variables(model):
 
 
 def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str,
-                       trainable: bool = True):
+                       trainable: bool = True, variable_class=None):
     """A real ``tf.Variable`` whose resource is the shared-name handle on ``device``.
 
     Every process that asks for the same shared name on the same server gets the same
     resource. ``tf.Variable`` refuses a shared name in eager mode, so the handle is made
     with ``VarHandleOp`` and given its shape/dtype data (which Keras functional tracing and
-    the optimizers need) before it is wrapped. Private TensorFlow APIs, pinned to 2.18.
+    the optimizers need) before it is wrapped, in ``variable_class`` (a ResourceVariable
+    subclass; the server tables' routes their row gathers, `runtime.gathers`). Private
+    TensorFlow APIs, pinned to 2.18.
     """
     tf = tensorflow()
     from tensorflow.python.framework import ops
-    from tensorflow.python.ops import handle_data_util
+    from tensorflow.python.ops import handle_data_util, resource_variable_ops
 
     shape = tf.TensorShape(shape)
     with ops.init_scope(), tf.device(device):
@@ -108,24 +109,8 @@ def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str,
                                          handle_data_util.create_handle_data(shape, dtype))
         handle._unique_id = f"{shared_name}_{ops.uid()}"  # what optimizers key slots by
         handle._name = f"{name}:0"
-        return _server_variable_class()(handle=handle, shape=shape, dtype=dtype,
-                                        trainable=trainable)
-
-
-@functools.lru_cache(maxsize=None)
-def _server_variable_class():
-    """A ResourceVariable whose row gathers report themselves to the step profile."""
-    from tensorflow.python.ops import resource_variable_ops
-
-    from .runtime.profile import record_gather
-
-    class ServerResourceVariable(resource_variable_ops.ResourceVariable):
-        def sparse_read(self, indices, name=None):
-            rows = super().sparse_read(indices, name=name)
-            record_gather(rows)
-            return rows
-
-    return ServerResourceVariable
+        cls = variable_class or resource_variable_ops.ResourceVariable
+        return cls(handle=handle, shape=shape, dtype=dtype, trainable=trainable)
 
 
 def build_optimizer(optimizer, variables):

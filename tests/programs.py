@@ -312,6 +312,24 @@ def big_tables_program(**sizes):
                       functools.partial(several_ids, **sizes), adagrad, name="big_tables")
 
 
+def many_tables_model(tables=8, rows=40, dim=3):
+    """One id feature per table, seeded (the same weights in every run): the recommender's
+    shape, small."""
+    ids = tf.keras.Input(shape=(tables,), dtype="int64")
+    looked_up = [tf.keras.layers.Embedding(
+        rows, dim, embeddings_initializer=tf.keras.initializers.RandomUniform(seed=10 + i),
+        name=f"table{i}")(ids[:, i]) for i in range(tables)]
+    return tf.keras.Model(ids, tf.keras.layers.Dense(
+        1, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=4), name="head")(
+        tf.keras.layers.Concatenate()(looked_up)))
+
+
+def many_tables_program(tables=8, rows=40):
+    return px.Program(functools.partial(many_tables_model, tables=tables, rows=rows),
+                      regression_loss, functools.partial(id_batches, rows=rows, length=tables),
+                      adagrad, name=f"tables{tables}")
+
+
 # -- the same kind of program as notebook code: the body of a `%%parallax train` cell ---------
 # (`{dense}` is the Dense layer's class name, so a test can put a typo there)
 CELL = """

@@ -200,3 +200,30 @@ def test_profile_splits_every_step_into_phases_and_counts_what_a_step_blocks_on(
     else:                 # server 0 is in rank 0; rank 1 reaches it; one AllReduce (+barrier)
         assert blocks.to_dict("index") == {0: {"servers_touched": 0, "collectives": 1},
                                            1: {"servers_touched": 1, "collectives": 1}}
+
+
+def test_a_step_exchanges_a_fixed_number_of_messages_with_a_server_whatever_its_tables(cluster):
+    """#24: every lookup a step makes from one server travels in one message, the rows come
+    back in one, the pushes go in one: what a step sends to a server does not grow with the
+    number of tables. Packed or not, the weights are the same."""
+    as_hosts(cluster, 2)   # rank 1 reaches server 0 in rank 0, and its host's server 1
+
+    def train(tables, pack):
+        run = px.train(programs.many_tables_program(tables), cluster=cluster, select=2,
+                       config=px.Config(mode="HYBRID", steps=3, batch_size=4, partitions=2,
+                                        profile=True, pack_pulls=pack))
+        weights = run.result(timeout=300)
+        messages = run.metrics.groupby("rank")["server_messages"].max().to_dict()
+        return weights, messages, run.notes
+
+    few, few_messages, _ = train(2, True)
+    packed, packed_messages, notes = train(8, True)
+    unpacked, unpacked_messages, _ = train(8, False)
+    assert not [n for n in notes if "its own exchange" in n]
+    assert packed_messages == few_messages
+    assert all(packed_messages[r] > 0 for r in (0, 1))
+    # unpacked, each lookup and each partition's update is a message of its own
+    assert all(unpacked_messages[r] >= packed_messages[r] + 8 for r in (0, 1))
+    assert sorted(packed) == sorted(unpacked)
+    for name in packed:
+        assert relative_error(packed[name], unpacked[name]) < 1e-6, name

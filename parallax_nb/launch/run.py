@@ -25,8 +25,8 @@ PLANNING, STARTING, RUNNING, FINISHED, FAILED, STOPPED = (
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
                   "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "peak_rss",
                   "time"] + \
-    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "collectives"] + \
-    ["attempt"]   # t_*, servers_touched, collectives: profile=True; attempt: 0, 1 after a restart
+    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "server_messages", "collectives"] + \
+    ["attempt"]   # t_*, servers_touched, ...: sampled steps; attempt: 0, 1 after a restart
 # after METRIC_COLUMNS: the compiled metrics of a compile-style program (per rank and window)
 VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_table_reads", "val_seconds",
                     "best", "stopped", "attempt"]

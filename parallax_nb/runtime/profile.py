@@ -13,42 +13,22 @@ it observes the step without reordering it). A step's phases, in the order they 
 * ``apply``: the local optimizer update;
 * ``host``: the rest of the wall-clock step: dispatching the function, Python around it.
 
-With the phases go what a step blocks on beyond this process: ``servers_touched`` (server
+With the phases go what a step blocks on beyond this process: ``server_messages`` (tensors
+that cross between this rank and another process's server: each is one RPC), ``servers_touched`` (server
 processes it exchanges with) and ``collectives`` (Horovod collectives in its traced graph).
 
-The gathers are found where the model makes them: a server partition's ``sparse_read`` (what
-``tf.gather``, ``embedding_lookup`` and Keras' ``Embedding`` call) reports its result to
-`pulled_rows` while the step is traced.
+The gathers are found where the model makes them (`gathers`): the pull phase ends when every
+row of the step's lookups has arrived.
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import List, Optional
 
 from ..tf_env import tensorflow
 
 PHASES = ("input", "pull", "compute", "local_aggregation", "push_update", "allreduce", "apply",
           "host")
 _GRAPH_PHASES = PHASES[1:-1]
-_recording: Optional[List] = None
-
-
-def record_gather(rows) -> None:
-    """Called by a server partition's ``sparse_read`` with its result."""
-    if _recording is not None:
-        _recording.append(rows)
-
-
-@contextlib.contextmanager
-def pulled_rows():
-    """The rows gathered from the servers while the body runs (a list, filled as it runs)."""
-    global _recording
-    previous, _recording = _recording, []
-    try:
-        yield _recording
-    finally:
-        _recording = previous
 
 
 def stamp(after=()):
@@ -100,3 +80,66 @@ class StartupClock:
         self._last = now
         if self.report is not None:
             self.report(phase == STARTUP_PHASES[-1])
+
+
+def server_messages(concrete_function, own_server) -> int:
+    """Tensors a traced step moves between this process and another process's server.
+
+    TensorFlow partitions a step at device boundaries and turns every (tensor, receiving
+    device) pair that crosses one into its own Send/Recv, i.e. one ``RecvTensor`` RPC when
+    the other device is in another process (a control edge, too: a dummy tensor). This is
+    counted here from the traced graph (a control edge counted once per op and side, and not
+    at all where the op's output crosses too), placing each op as TensorFlow's placer does: its
+    own device, else the device of the resource it takes (a variable's ops run where the
+    variable lives) or of the op it is colocated with, else this process.
+    ``own_server``: the server task hosted in this process (its crossings stay in it).
+    """
+    tf = tensorflow()
+    graph = concrete_function.graph
+    captured = {id(internal): external for external, internal in graph.captures}
+    placed = {}
+
+    def device(op):
+        if op.name not in placed:
+            placed[op.name] = ""   # (a cycle through colocation ends here)
+            placed[op.name] = _placed(op)
+        return placed[op.name]
+
+    def _placed(op):
+        if op.device:
+            return op.device
+        if op.type == "Placeholder":
+            external = captured.get(id(op.outputs[0]))
+            return getattr(external, "device", "") or ""
+        for name in op.colocation_groups():
+            target = name.decode()[len("loc:@"):]
+            if target != op.name:
+                try:
+                    return device(graph.get_operation_by_name(target))
+                except (KeyError, ValueError):
+                    pass
+        for tensor in op.inputs:
+            if tensor.dtype == tf.resource:
+                return device(tensor.op)
+        return ""
+
+    def remote_server(name):
+        if not name:
+            return None
+        spec = tf.DeviceSpec.from_string(name)
+        if spec.job != "ps" or spec.task == own_server:
+            return None
+        return spec.task
+
+    data, control = set(), set()
+    for op in graph.get_operations():
+        here = remote_server(device(op))
+        edges = [(t.op, data, t.value_index) for t in op.inputs] + \
+            [(c, control, None) for c in op.control_inputs]
+        for source, kind, index in edges:
+            there = remote_server(device(source))
+            if here != there:
+                kind.add((source.name, index, here))
+    # A control edge from an op whose output already crosses to that side rides on it.
+    sent = {(name, side) for name, _, side in data}
+    return len(data) + len({(name, side) for name, _, side in control} - sent)

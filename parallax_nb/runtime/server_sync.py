@@ -32,6 +32,7 @@ from typing import List, Optional
 from ..row_updates import RowUpdater, row_rule
 from ..tf_env import build_optimizer, ps_handle_variable, tensorflow
 from .allreduce import grouped_by_dtype, stable_names
+from .on_server import call_on
 from .spec import CHIEF_SERVER
 
 
@@ -174,12 +175,14 @@ class ServerSync:
         """Send a channel's pushes to its applier as one packed message, or, on the applier,
         take the other pushes, combine each partition's and apply the updates."""
         tf = self.tf
-        with tf.device(channel.device):
-            packed = channel.pack(pushes)
-            if channel.applier != self.spec.rank:
+        if channel.applier != self.spec.rank:
+            packed = channel.pack(pushes)   # here, so that one message crosses to the server
+            with tf.device(channel.device):
                 return [channel.queue.enqueue(packed)]
-            items = [pushes] + [channel.unpack(channel.queue.dequeue())
-                                for _ in range(channel.pushes - 1)]
+        def apply(*own_message):
+            """On the server: this rank's and the others' pushes, combined and applied."""
+            items = [channel.unpack(own_message)] + \
+                [channel.unpack(channel.queue.dequeue()) for _ in range(channel.pushes - 1)]
             done = []
             for k, i in enumerate(channel.entries):
                 entry = self.entries[i]
@@ -201,14 +204,18 @@ class ServerSync:
                 # update by tf.function's automatic control dependencies (same resource),
                 # so waiting for it means waiting for the update.
                 done.append(entry.variable.sparse_read([0]))
-            return done
+            with tf.control_dependencies(done):
+                return tf.constant(True)
+
+        return [call_on(tf, channel.device, apply, *channel.pack(pushes))]
 
 
 @dataclasses.dataclass
 class Channel:
     """The partitions of one server that share an applier, a kind and a dtype: a pusher
-    sends all their gradients of a step as one message (three tensors for sparse ones, one for
-    dense), so a step costs one transfer per server, not one per partition."""
+    sends all their gradients of a step as one message, packed before it leaves the rank (two
+    tensors for sparse ones: the counts and indices, the values; one for dense), so a step
+    costs one transfer per server, not one per partition."""
 
     entries: List[int]           # positions in ServerSync.entries
     shapes: List[tuple]          # each partition's shape
@@ -226,9 +233,8 @@ class Channel:
         values = tf.concat([tf.reshape(p[-1], [-1]) for p in pushes], axis=0)
         if not self.sparse:
             return [values]
-        indices = tf.concat([p[0] for p in pushes], axis=0)
         counts = tf.stack([tf.size(p[0], out_type=tf.int64) for p in pushes])
-        return [indices, values, counts]
+        return [tf.concat([counts] + [p[0] for p in pushes], axis=0), values]
 
     def unpack(self, message):
         """The message's tensors -> [(indices, values)] or [(dense,)] per partition."""
@@ -238,8 +244,10 @@ class Channel:
             sizes = [int(_product(shape)) for shape in self.shapes]
             return [(tf.reshape(v, shape),) for v, shape in
                     zip(tf.split(message[0], sizes), self.shapes)]
-        indices, values, counts = message
-        rows = tf.unstack(counts, num=len(self.shapes))
+        k = len(self.shapes)
+        ids, values = message
+        counts, indices = ids[:k], ids[k:]
+        rows = tf.unstack(counts, num=k)
         parts = tf.split(values, tf.stack([r * w for r, w in zip(rows, widths)]),
                          num=len(self.shapes))
         return [(i, tf.reshape(v, (-1,) + tuple(shape[1:]))) for i, v, shape in
@@ -254,8 +262,7 @@ def _channels(run_id, entries) -> List[Channel]:
     channels = []
     for (server, applier, sparse, dtype), members in groups.items():
         first = entries[members[0]]
-        dtypes = [tensorflow().int64, first.variable.dtype, tensorflow().int64] if sparse \
-            else [first.variable.dtype]
+        dtypes = [tensorflow().int64, first.variable.dtype] if sparse else [first.variable.dtype]
         queue = (SharedQueue(f"{run_id}/server{server}/applier{applier}/"
                              f"{'sparse' if sparse else 'dense'}/{dtype}", dtypes, first.device,
                              capacity=first.pushes * 4) if first.pushes > 1 else None)

@@ -18,6 +18,7 @@ from typing import Iterator, List, Tuple
 from ..errors import ProgramError
 from ..keras3 import gather_rows_where_they_live
 from ..tf_env import ps_handle_variable, tensorflow
+from .gathers import server_table_class
 
 
 def server_device(task: int) -> str:
@@ -94,6 +95,14 @@ class ServerVariables:
         """``id()`` of every server table and partition (what local variables are not)."""
         return {id(x) for v in self.variables for x in [v.handle, *v.partitions]}
 
+    def device_of(self, partition) -> str:
+        """The server device of one of the tables' partitions."""
+        for v in self.variables:
+            for p, device in zip(v.partitions, v.devices()):
+                if p is partition:
+                    return device
+        raise KeyError(f"{partition.name} is not a server partition of this run")
+
     def is_server_table(self, table) -> bool:
         return any(table is v.handle for v in self.variables)
 
@@ -126,7 +135,8 @@ class ServerVariables:
             part_shape = (part.row_stop - part.row_start,) + shape[1:]
             partitions.append(ps_handle_variable(
                 shared_name=f"{self.run_id}/{stem}/part_{part.index}", name=f"{stem}/part_{part.index}",
-                shape=part_shape, dtype=dtype, device=server_device(part.server)))
+                shape=part_shape, dtype=dtype, device=server_device(part.server),
+                variable_class=server_table_class()))
         if self.is_chief:
             self._initialise(partitions, placement, initial, dtype)
         if len(partitions) == 1:

@@ -24,7 +24,9 @@ from .checkpoint import CheckpointPolicy, best_directory, manager, step_of, vari
 from .health import finite_flags, nonfinite_ranks
 from .data import endless_batches, named_weights
 from .monitor import Monitor
-from .profile import StartupClock, collectives_in, phase_times, pulled_rows, stamp
+from .gathers import pulled_rows, replaying
+from .packed_pulls import PackedPulls, server_gradients
+from .profile import StartupClock, collectives_in, phase_times, server_messages, stamp
 from .server_sync import ServerSync
 from .server_variables import ServerVariables
 from .spec import RankSpec
@@ -71,6 +73,8 @@ class Trainer:
                                 if id(tf_variable(v)) not in on_server]
         self.server_sync = (ServerSync(hvd, spec, self.servers, program.optimizer, host_set)
                             if self.servers else None)
+        self.packed_pulls = (PackedPulls(self.servers.device_of)
+                             if self.servers and self.config.pack_pulls else None)
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
         self.replicated = [v for v in self.model.variables
@@ -168,18 +172,33 @@ class Trainer:
         loss_fn = user_function(program.loss_fn)
         train_metrics = self.train_metrics
 
+        pulls, server_partitions = self.packed_pulls, variables[n_local:]
+
+        def forward(batch):
+            if train_metrics:
+                return program.loss_fn.predictions(model, batch)
+            return loss_fn(model, batch)
+
         @step_function
         def step(batch):
             stamps = [stamp()] if profile else []
-            with tf.GradientTape() as tape, pulled_rows() as pulled:
-                if train_metrics:
-                    loss, y, y_pred, weight = program.loss_fn.predictions(model, batch)
-                else:
-                    loss = loss_fn(model, batch)
+            lookups = pulls.prefetch(lambda: forward(batch)) if pulls else None
+            with tf.GradientTape() as tape, \
+                    (replaying(lookups) if lookups else pulled_rows()) as pulled:
+                if lookups:
+                    tape.watch(pulled)
+                outputs = forward(batch)
             if train_metrics:
+                loss, y, y_pred, weight = outputs
                 train_metrics.update(y, y_pred, weight)
-            grads = tape.gradient(loss, variables)
-            local_grads, server_grads = grads[:n_local], grads[n_local:]
+            else:
+                loss = outputs
+            grads = tape.gradient(loss, variables + (pulled if lookups else []))
+            local_grads, server_grads = grads[:n_local], grads[n_local:len(variables)]
+            if lookups:
+                server_grads = server_gradients(tf, server_partitions, server_grads, lookups,
+                                                grads[len(variables):])
+                grads = local_grads + server_grads
             if profile:
                 stamps += [stamp(pulled), stamp([loss, grads])]
             waits, pushed, local = [], tf.constant(0, tf.int64), tf.constant(0, tf.int64)
@@ -254,6 +273,10 @@ class Trainer:
             if "trace" not in self.clock.phases:   # start-up: tracing apart from the first run
                 self._step.get_concrete_function(batch)
                 self.clock.mark("trace")
+                if self.packed_pulls is not None and self.packed_pulls.reason and spec.rank == 0:
+                    self.events.send(INFO, rank=spec.rank, message=(
+                        f"each lookup from a server table is its own exchange in this run: "
+                        f"{self.packed_pulls.reason}"))
                 previous = time.perf_counter() - input_seconds   # the step's time without it
             loss, traffic, keep = self._step(batch)
             loss = float(loss)
@@ -367,9 +390,11 @@ class Trainer:
     def _blocking(self, batch) -> dict:
         """What a step blocks on outside this process (counted once, from the traced step)."""
         if not hasattr(self, "_blocks"):
+            step = self._step.get_concrete_function(batch)
             self._blocks = {
                 "servers_touched": self.server_sync.remote_servers() if self.server_sync else 0,
-                "collectives": collectives_in(self._step.get_concrete_function(batch))}
+                "server_messages": server_messages(step, self.spec.server_task),
+                "collectives": collectives_in(step)}
         return self._blocks
 
     def weights(self):

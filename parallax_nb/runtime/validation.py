@@ -27,7 +27,7 @@ from ..keras_program import unpack
 from ..program import Program
 from ..tf_env import step_function, tensorflow, user_function
 from .data import is_tf_dataset
-from .profile import pulled_rows
+from .gathers import pulled_rows
 
 SUMS = ("loss", "examples", "rows_gathered")
 

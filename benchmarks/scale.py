@@ -363,12 +363,33 @@ def _gb(figures: dict, key) -> str:
     return "-" if value is None else f"{value / 1e9:.2f}"
 
 
+def subset(plan: Plan, models=None, shapes=None, nominal=None) -> Plan:
+    """The plan narrowed to the named models, shapes ("4x1") and nominal links."""
+    def pick(given, available, label):
+        chosen = tuple(x for x in available if given is None or label(x) in given.split(","))
+        if given is not None and len(chosen) != len(given.split(",")):
+            raise SystemExit(f"unknown {given!r}; choose from "
+                             f"{', '.join(label(x) for x in available)}")
+        return chosen
+
+    return dataclasses.replace(
+        plan, workloads={m: plan.workloads[m] for m in pick(models, tuple(plan.workloads), str)},
+        shapes=pick(shapes, plan.shapes, lambda s: f"{s[0]}x{s[1]}"),
+        nominal=pick(nominal, plan.nominal, str))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the CI variant (about 3 min)")
     parser.add_argument("--parts", default="network,memory",
                         help="comma-separated subset of: network, memory")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated subset of the network part's models")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated subset of its hosts x ranks shapes, e.g. 4x1")
+    parser.add_argument("--nominal", default=None,
+                        help="comma-separated subset of its nominal links, e.g. 1gbit")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -381,7 +402,7 @@ def main(argv=None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # tear the namespaces down
     variant = "quick" if args.quick else "full"
-    plan = PLANS[variant]
+    plan = subset(PLANS[variant], args.models, args.shapes, args.nominal)
     started, facts = time.time(), machine_facts()
     bench_plan = paper_comparison.Plan(
         plan.workloads, ranks=(), steps=plan.steps, warmup=plan.warmup, repeats=0,

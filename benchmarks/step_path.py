@@ -58,7 +58,8 @@ def sdk_run(cluster, program, workload, plan, mode, ranks, pulls="packed") -> di
 
     # An older parallax_nb (a baseline checkout measured beside this one) has no profile.
     fields = px.Config.__dataclass_fields__
-    options = {"profile": True} if "profile" in fields else {}
+    profile = "profile" in fields
+    options = {"profile": True} if profile else {}
     if "pack_pulls" in fields:
         options["pack_pulls"] = pulls == "packed"
     elif pulls == "unpacked":

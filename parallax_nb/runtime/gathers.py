@@ -77,7 +77,8 @@ class Lookup:
 
     table: object                   # the partition (a ServerTable)
     ids: object                     # the ids, in the graph that traced the lookup
-    rows: object = None             # the rows fetched for it (replay)
+    packed: bool = False            # its rows come with its server's one exchange
+    rows: object = None             # the rows fetched for it (packed) or gathered (not)
     real_ids: object = None         # the ids the real pass asked for (replay)
 
 
@@ -107,11 +108,13 @@ def collecting():
 
 
 class _Replaying:
-    """Gives each lookup the rows fetched for it, in the order the lookups were collected."""
+    """Gives each packed lookup the rows fetched for it, in the order the lookups were
+    collected; gathers the others (on a server in this process) where they are made."""
 
     def __init__(self, lookups: List[Lookup]):
         self.lookups = lookups
         self.next = 0
+        self.rows = [lookup.rows for lookup in lookups if lookup.packed]
 
     def read(self, table, indices, gather):
         if self.next >= len(self.lookups) or self.lookups[self.next].table is not table:
@@ -123,6 +126,9 @@ class _Replaying:
         lookup = self.lookups[self.next]
         self.next += 1
         lookup.real_ids = tensorflow().convert_to_tensor(indices)
+        if not lookup.packed:
+            lookup.rows = gather()
+            self.rows.append(lookup.rows)
         return lookup.rows
 
     def check_complete(self) -> None:
@@ -136,8 +142,9 @@ class _Replaying:
 
 @contextlib.contextmanager
 def replaying(lookups: List[Lookup]):
-    """Replay ``lookups``; yields their rows (what the step profile waits for)."""
+    """Replay ``lookups``; yields every lookup's rows as the body makes them (what the step
+    profile waits for): the packed ones' from the start."""
     mode = _Replaying(lookups)
     with _in_mode(mode):
-        yield [lookup.rows for lookup in lookups]
+        yield mode.rows
     mode.check_complete()

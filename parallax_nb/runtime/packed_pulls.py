@@ -44,16 +44,19 @@ READ_ONLY = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd", "
 class PackedPulls:
     """Fetches a step's rows with one exchange per server (see the module docstring)."""
 
-    def __init__(self, device_of: Callable[[object], str]):
+    def __init__(self, device_of: Callable[[object], str], own_device: Optional[str] = None):
         self.device_of = device_of          # a server partition -> its server's device
+        self.own_device = own_device        # the server in this process: its lookups are
+                                            # local calls, gathered where they are made
         self.reason: Optional[str] = None   # why the last traced step gathers unpacked
         self.lookups_per_server: dict = {}  # server device -> lookups packed into its message
 
     def prefetch(self, forward: Callable[[], object]) -> Optional[List[Lookup]]:
         """Trace ``forward`` for its lookups and fetch their rows (while a step is traced).
 
-        Returns the lookups with their rows, for `gathers.replaying`, or None when the step
-        makes no lookup or must gather each one itself (`reason`).
+        Returns every lookup, the packed ones with their rows, for `gathers.replaying`, or
+        None when the step makes no lookup from another process's server or must gather each
+        one itself (`reason`).
         """
         tf = tensorflow()
         from tensorflow.python.framework import func_graph
@@ -63,12 +66,15 @@ class PackedPulls:
         with scratch.as_default(), collecting() as collected:
             forward()
         lookups = collected.lookups
-        self.reason = _why_not_ahead(lookups, collected.fake_rows) if lookups else None
-        if not lookups or self.reason:
+        remote = [lookup for lookup in lookups
+                  if self.device_of(lookup.table) != self.own_device]
+        self.reason = _why_not_ahead(remote, collected.fake_rows) if remote else None
+        if not remote or self.reason:
             return None
-        ids = _lift(tf, scratch, step_graph, [lookup.ids for lookup in lookups])
+        ids = _lift(tf, scratch, step_graph, [lookup.ids for lookup in remote])
         by_server = collections.defaultdict(list)
-        for lookup, lookup_ids in zip(lookups, ids):
+        for lookup, lookup_ids in zip(remote, ids):
+            lookup.packed = True
             by_server[self.device_of(lookup.table)].append((lookup, lookup_ids))
         self.lookups_per_server = {device: len(group) for device, group in by_server.items()}
         for device, group in by_server.items():

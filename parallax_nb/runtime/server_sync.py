@@ -179,9 +179,9 @@ class ServerSync:
             packed = channel.pack(pushes)   # here, so that one message crosses to the server
             with tf.device(channel.device):
                 return [channel.queue.enqueue(packed)]
-        def apply(*own_message):
+        def apply(own):
             """On the server: this rank's and the others' pushes, combined and applied."""
-            items = [channel.unpack(own_message)] + \
+            items = [own] + \
                 [channel.unpack(channel.queue.dequeue()) for _ in range(channel.pushes - 1)]
             done = []
             for k, i in enumerate(channel.entries):
@@ -207,7 +207,11 @@ class ServerSync:
             with tf.control_dependencies(done):
                 return tf.constant(True)
 
-        return [call_on(tf, channel.device, apply, *channel.pack(pushes))]
+        if self.entries[channel.entries[0]].server == self.spec.server_task:
+            with tf.device(channel.device):   # this process's server: local calls anyway
+                return [apply(pushes)]
+        return [call_on(tf, channel.device, lambda *message: apply(channel.unpack(message)),
+                        *channel.pack(pushes))]
 
 
 @dataclasses.dataclass

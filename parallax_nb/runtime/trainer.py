@@ -28,7 +28,7 @@ from .gathers import pulled_rows, replaying
 from .packed_pulls import PackedPulls, server_gradients
 from .profile import StartupClock, collectives_in, phase_times, server_messages, stamp
 from .server_sync import ServerSync
-from .server_variables import ServerVariables
+from .server_variables import ServerVariables, server_device
 from .spec import RankSpec
 from .tensorboard import ScalarWriter
 from .validation import Validation, build_metrics
@@ -73,7 +73,9 @@ class Trainer:
                                 if id(tf_variable(v)) not in on_server]
         self.server_sync = (ServerSync(hvd, spec, self.servers, program.optimizer, host_set)
                             if self.servers else None)
-        self.packed_pulls = (PackedPulls(self.servers.device_of)
+        own_server = (server_device(spec.server_task) if spec.server_task is not None
+                      else None)
+        self.packed_pulls = (PackedPulls(self.servers.device_of, own_server)
                              if self.servers and self.config.pack_pulls else None)
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
@@ -183,20 +185,21 @@ class Trainer:
         def step(batch):
             stamps = [stamp()] if profile else []
             lookups = pulls.prefetch(lambda: forward(batch)) if pulls else None
+            packed = [lookup for lookup in lookups if lookup.packed] if lookups else []
+            fetched = [lookup.rows for lookup in packed]
             with tf.GradientTape() as tape, \
                     (replaying(lookups) if lookups else pulled_rows()) as pulled:
-                if lookups:
-                    tape.watch(pulled)
+                tape.watch(fetched)
                 outputs = forward(batch)
             if train_metrics:
                 loss, y, y_pred, weight = outputs
                 train_metrics.update(y, y_pred, weight)
             else:
                 loss = outputs
-            grads = tape.gradient(loss, variables + (pulled if lookups else []))
+            grads = tape.gradient(loss, variables + fetched)
             local_grads, server_grads = grads[:n_local], grads[n_local:len(variables)]
-            if lookups:
-                server_grads = server_gradients(tf, server_partitions, server_grads, lookups,
+            if packed:
+                server_grads = server_gradients(tf, server_partitions, server_grads, packed,
                                                 grads[len(variables):])
                 grads = local_grads + server_grads
             if profile:

@@ -32,7 +32,9 @@ def window(steps: int, warmup: int, metrics: Optional[pd.DataFrame] = None,
     first, last = warmup, steps - COOLDOWN
     if after is not None:
         chief = metrics[metrics["rank"] == 0]
-        first = max(first, int(chief.loc[chief["time"] <= after, "step"].max()))
+        before = chief.loc[chief["time"] <= after, "step"]
+        if len(before):   # (none: the links changed before rank 0's first step ended)
+            first = max(first, int(before.max()))
     if last - first < MIN_STEPS:
         raise ValueError(f"only {max(last - first, 0)} of {steps} steps left to measure "
                          f"(warm-up {warmup}, start {first}, {COOLDOWN} final steps left "

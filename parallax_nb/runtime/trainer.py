@@ -75,8 +75,10 @@ class Trainer:
                             if self.servers else None)
         own_server = (server_device(spec.server_task) if spec.server_task is not None
                       else None)
+        remote = self.servers and any(device != own_server for v in self.servers.variables
+                                      for device in v.devices())
         self.packed_pulls = (PackedPulls(self.servers.device_of, own_server)
-                             if self.servers and self.config.pack_pulls else None)
+                             if remote and self.config.pack_pulls else None)
         server_variables = self.server_sync.variables if self.server_sync else []
         self.variables = self.local_variables + server_variables
         self.replicated = [v for v in self.model.variables

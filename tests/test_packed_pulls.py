@@ -1,6 +1,8 @@
 """One exchange per server for a step's lookups (#24), in one process: the packed rows and
 gradients equal the per-lookup gathers', and a step whose ids cannot be known ahead says why
 and gathers as before. (Across processes: test_hybrid, the messages a step sends.)"""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -93,5 +95,5 @@ def test_ids_that_cannot_be_known_ahead_are_gathered_one_by_one_and_say_why(
     batch = (tf.constant([[1, 2], [3, 4]], tf.int64), tf.constant([1, 2], tf.int32))
     pulls = PackedPulls(lambda table: HERE)
     loss, grads = gradients(tables, batch, pulls, model)
-    assert pulls.reason is not None and __import__("re").fullmatch(reason, pulls.reason)
+    assert pulls.reason is not None and re.fullmatch(reason, pulls.reason)
     assert np.isfinite(float(loss)) and np.abs(grads[1].numpy()).sum() > 0

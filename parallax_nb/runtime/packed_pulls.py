@@ -37,7 +37,7 @@ from .gathers import Lookup, collecting
 from .on_server import call_on
 
 # Ops with side effects that only read: computing ids with them twice changes nothing.
-READ_ONLY = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd", "Placeholder",
+READ_ONLY = frozenset({"ReadVariableOp", "ResourceGather", "ResourceGatherNd",
                        "LookupTableFindV2", "LookupTableSizeV2", "VarHandleOp"})
 
 

@@ -3,21 +3,30 @@
     python -m benchmarks.startup [--quick]      (make bench-startup)
 
 ``make run``'s job (the bundled language model, HYBRID, 2 ranks, batch 32, 60 steps) on a
-new embedded cluster of 2 workers, four times, as a user meets it:
+new embedded cluster of 2 workers, as a user meets it:
 
-* cold: the first run after ``px.connect``;
+* cold: the first run after ``px.connect`` in a new Python process (a new kernel, ``make run``);
 * warm: the same program again at once;
-* changed: a new ``model_fn`` (another embedding width), as a re-run cell makes;
+* warm after a pause: the same program again 5 s after the last run ended (a user reading
+  its output before running the cell again);
+* changed: a new ``model_fn`` (another embedding width, as a re-run cell makes), 5 s after;
 * restart: a run with checkpoints loses rank 1 (SIGKILL) after 20 steps: from the loss
   being noticed to the first step after it.
 
-Each configuration is measured side by side in one invocation (this machine is shared and
-noisy): ``spares`` (``Config.warm_start=True``, the default: after a run each worker keeps
-a spare process with TensorFlow imported) and ``no spares`` (``warm_start=False``: every process starts cold). Per run: seconds from
-``px.train`` to the first metrics row as the client sees it, and the phases of
-``run.startup_seconds()`` (plan, process, horovod, connect, model, optimizer, trace,
-first_step). Also the cost of the always-on step sample (``profile_every``): HYBRID steps
-per second with it (50) and without (0), in turns on one warm cluster.
+Three configurations, each in a new Python process (so that every cold start pays the
+client's own first imports), in turns within one invocation (this machine is shared and
+noisy):
+
+* ``spares at connect`` (the default): ``px.connect`` has each worker start its spare
+  processes (TensorFlow and Horovod imported) at once, and keep two;
+* ``spares after a run`` (as before #26's cold-start work): ``px.connect(spares=False)``,
+  so a worker starts its spares only once a run's process there has started up;
+* ``no spares``: ``Config(warm_start=False)``: every process starts cold.
+
+Per run: seconds from ``px.train`` to the first metrics row as the client sees it, and the
+phases of ``run.startup_seconds()`` (plan, process, horovod, connect, model, optimizer,
+trace, first_step). Also the cost of the always-on step sample (``profile_every``): HYBRID
+steps per second with it (50) and without (0), in turns on one warm cluster.
 Results: ``benchmarks/results/startup.md`` and ``.json``.
 """
 from __future__ import annotations
@@ -28,13 +37,20 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STEPS, BATCH = 60, 32
+PAUSE = 5.0         # seconds a user takes before running a cell again
 PLANS = {"full": dict(rounds=2, sample_rounds=3, sample_steps=400),
          "quick": dict(rounds=1, sample_rounds=1, sample_steps=60)}
+CONFIGURATIONS = {"spares at connect": dict(spares=True, warm=True),
+                  "spares after a run": dict(spares=False, warm=True),
+                  "no spares": dict(spares=False, warm=False)}
+STARTS = ("cold", "warm", "warm after a pause", "changed")
 
 
 def first_step_seconds(run, called: float, timeout: float = 300) -> float:
@@ -76,15 +92,35 @@ def restart_run(px, cluster, program, warm: bool) -> dict:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def measure_starts(px, language_model, warm: bool) -> dict:
-    """cold, warm, changed and restart on a new cluster."""
+def measure_starts(configuration: str) -> dict:
+    """cold, warm, warm after a pause, changed and restart on a new cluster."""
+    import parallax_nb as px
+    from parallax_nb.examples import language_model
+
+    options = CONFIGURATIONS[configuration]
+    warm = options["warm"]
     program = language_model.make_program()
-    with px.connect(local=2) as cluster:
+    with px.connect(local=2, spares=options["spares"]) as cluster:
         cold = one_run(px, cluster, program, warm)
         again = one_run(px, cluster, program, warm)
+        time.sleep(PAUSE)
+        paused = one_run(px, cluster, program, warm)
+        time.sleep(PAUSE)
         changed = one_run(px, cluster, language_model.make_program(dim=48), warm)
         restart = restart_run(px, cluster, program, warm)
-    return {"cold": cold, "warm": again, "changed": changed, "restart": restart}
+    return {"cold": cold, "warm": again, "warm after a pause": paused, "changed": changed,
+            "restart": restart}
+
+
+def measure_in_new_process(configuration: str) -> dict:
+    """`measure_starts` in a new Python process: its cold start is a user's."""
+    with tempfile.TemporaryDirectory(prefix="startup-") as directory:
+        out = os.path.join(directory, "starts.json")
+        subprocess.run([sys.executable, "-m", "benchmarks.startup", "--configuration",
+                        configuration, "--out", out], check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(out) as f:
+            return json.load(f)
 
 
 def steps_per_second(px, cluster, program, every: int, steps: int) -> float:
@@ -114,19 +150,20 @@ def markdown(results: dict) -> list:
               "first_step"]
     lines = ["# Start-up to the first step (benchmarks/startup.py)", "",
              f"`make run`'s job (language model, HYBRID, 2 ranks, batch {BATCH}), seconds from "
-             f"`px.train` to the first metrics row, and the slowest rank's phases; "
-             f"{results['rounds']} round(s), the median shown; load average "
-             f"{results['load']}.", "",
-             "| start | spares | to first step | " + " | ".join(phases) + " |",
+             f"`px.train` to the first metrics row, and the slowest rank's phases; each "
+             f"configuration in a new Python process, {results['rounds']} round(s), the median "
+             f"shown; load average {results['load']}. \"warm after a pause\" and \"changed\" "
+             f"come {PAUSE:g} s after the run before them.", "",
+             "| start | configuration | to first step | " + " | ".join(phases) + " |",
              "|---|---|---:|" + "---:|" * len(phases)]
-    for start in ("cold", "warm", "changed"):
-        for label in ("spares", "no spares"):
-            row = results["starts"][label][start]
+    for start in STARTS:
+        for label, row in ((label, starts[start])
+                           for label, starts in results["starts"].items()):
             lines.append(f"| {start} | {label} | {row['seconds']:.1f} | " +
                          " | ".join(f"{row.get(p, 0):.2f}" for p in phases) + " |")
     lines += ["", "| restart (loss noticed -> first step after it) | seconds |", "|---|---:|"]
-    for label in ("spares", "no spares"):
-        lines.append(f"| {label} | {results['starts'][label]['restart']['seconds']:.1f} |")
+    for label, starts in results["starts"].items():
+        lines.append(f"| {label} | {starts['restart']['seconds']:.1f} |")
     cost = results["sample_cost"]
     lines += ["", f"Always-on step sample (`profile_every=50`, timestamps in every step): "
               f"{cost['steps_per_sec_sampled']} steps/s against "
@@ -147,17 +184,24 @@ def median_rows(rounds: list) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--configuration", choices=sorted(CONFIGURATIONS),
+                        help=argparse.SUPPRESS)   # one configuration's starts, in this process
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.configuration:
+        with open(args.out, "w") as f:
+            json.dump(measure_starts(args.configuration), f)
+        return {}
     plan = PLANS["quick" if args.quick else "full"]
 
     import parallax_nb as px
     from parallax_nb.examples import language_model
 
-    rounds = {"spares": [], "no spares": []}
+    rounds = {label: [] for label in CONFIGURATIONS}
     for round_ in range(plan["rounds"]):
-        order = ("spares", "no spares") if round_ % 2 == 0 else ("no spares", "spares")
+        order = list(CONFIGURATIONS) if round_ % 2 == 0 else list(CONFIGURATIONS)[::-1]
         for label in order:
-            rounds[label].append(measure_starts(px, language_model, label == "spares"))
+            rounds[label].append(measure_in_new_process(label))
     results = {"rounds": plan["rounds"], "load": round(os.getloadavg()[0], 1),
                "starts": {label: median_rows(runs) for label, runs in rounds.items()},
                "sample_cost": measure_sample_cost(px, language_model, plan["sample_rounds"],

@@ -25,7 +25,7 @@ MISSING = ("tensorflow", "tf_keras", "keras", "horovod", "parallax_nb", "__edita
 
 @pytest.fixture(scope="module")
 def healthy():
-    with px.connect(local=2) as cluster:
+    with px.connect(local=2, spares=False) as cluster:   # checks only: no run to start warm
         yield cluster
 
 

@@ -166,3 +166,31 @@ def test_a_program_in_the_users_own_modules_runs_on_a_worker_started_elsewhere(t
                                                     "words/embeddings:0"]
     for name in reference:
         assert relative_error(trained[name], reference[name]) < 1e-6, name
+
+
+def test_modules_count_as_the_users_by_where_their_files_are(tmp_path, monkeypatch):
+    """Installed (site-packages, the editable parallax_nb, the standard library) stay
+    references; a file beside the script is shipped by value, even one whose name is an
+    installed distribution's (it shadows the distribution here, and would not on a worker),
+    and even beside a project's own ``*.egg-info`` (a project built in place)."""
+    import sys
+
+    from parallax_nb.program import user_modules
+
+    (tmp_path / "beside_the_script.py").write_text("X = 1\n")
+    (tmp_path / "yaml.py").write_text("SHADOW = True\n")   # PyYAML is installed (dask needs it)
+    (tmp_path / "myproject.egg-info").mkdir()
+    (tmp_path / "myproject.egg-info" / "PKG-INFO").write_text(
+        "Metadata-Version: 2.1\nName: myproject\nVersion: 0.1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "yaml", raising=False)
+    import beside_the_script  # noqa: F401
+    import yaml
+    try:
+        assert yaml.SHADOW
+        found = user_modules()
+        assert "beside_the_script" in found and "yaml" in found
+        assert not {"parallax_nb", "numpy", "tensorflow", "json", "distributed"} & set(found)
+    finally:
+        sys.modules.pop("beside_the_script")
+        sys.modules.pop("yaml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import logging
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import pandas as pd
 
@@ -19,9 +19,10 @@ class ClusterError(ParallaxError):
     """The Dask cluster cannot be reached or used."""
 
 
-# Functions run on every worker by `ParallaxCluster.release_spares`, each returning how many
-# spare processes it ended; `launch.warm` adds its own when imported.
-SPARE_RELEASERS: List[Callable[[], int]] = []
+# How the workers' spare processes (`Config.warm_start`) are started ("start") and ended
+# ("release", returning how many it ended), run on every worker by `ParallaxCluster`:
+# `launch.warm` fills them in when imported (the cluster layer stays below the launch layer).
+SPARE_HOOKS: Dict[str, Callable[[], int]] = {}
 
 
 class ParallaxCluster:
@@ -85,11 +86,20 @@ class ParallaxCluster:
         return self.client.scheduler.address
 
     # -- lifetime -----------------------------------------------------------------------------
+    def start_spares(self) -> None:
+        """Have every worker start the spare processes it keeps for the next run
+        (``Config.warm_start``: TensorFlow and Horovod imported, in the background), so
+        that the first run skips that start-up too. An embedded cluster does this as
+        ``px.connect`` returns; on a shared cluster it is yours to call."""
+        if "start" in SPARE_HOOKS:
+            self.client.run(SPARE_HOOKS["start"])
+
     def release_spares(self) -> int:
         """End the spare processes the workers keep for the next run (``Config.warm_start``);
-        returns how many there were. `launch.warm`, which starts them, registers how to end
-        them in `SPARE_RELEASERS` (the cluster layer stays below the launch layer)."""
-        return sum(sum(self.client.run(release).values()) for release in SPARE_RELEASERS)
+        returns how many there were."""
+        if "release" not in SPARE_HOOKS:
+            return 0
+        return sum(self.client.run(SPARE_HOOKS["release"]).values())
 
     def close(self):
         """Close the client, and the cluster too when this SDK started it. The workers'
@@ -115,7 +125,7 @@ class ParallaxCluster:
 
 def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int = 1,
             timeout: float = 10.0, host_labels: Optional[Dict[str, str]] = None,
-            simulate_hosts: Optional[int] = None) -> ParallaxCluster:
+            simulate_hosts: Optional[int] = None, spares: Optional[bool] = None) -> ParallaxCluster:
     """Connect to a Dask cluster, or start an embedded one.
 
     address: None starts a LocalCluster of ``local`` worker processes (default 2), each with
@@ -125,6 +135,10 @@ def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int 
     timeout: seconds to wait for a remote scheduler before giving up.
     simulate_hosts: for the embedded cluster, label its workers as that many hosts
         ("host0", "host1", ...), so multi-machine behaviour can be tried on one machine.
+    spares: have the workers start their spare processes now, in the background
+        (`ParallaxCluster.start_spares`), so that the first run starts warm too: by default
+        for the embedded cluster only (a shared cluster's workers start theirs after a
+        run). False where no run will use them (they import TensorFlow, 2 per worker).
     """
     from distributed import Client, LocalCluster
 
@@ -140,23 +154,29 @@ def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int 
             addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
             parallax.label_hosts({a: f"host{i * simulate_hosts // len(addresses)}"
                                   for i, a in enumerate(addresses)})
+        if spares is not False:
+            parallax.start_spares()
         return parallax
     if local is not None or simulate_hosts is not None:
         raise ClusterError("local= and simulate_hosts= only apply to the embedded cluster "
                            "(address=None)")
     if isinstance(address, Client):
-        return ParallaxCluster(address, host_labels=host_labels)
-    if isinstance(address, str):
+        client = address
+    elif isinstance(address, str):
         try:
             client = Client(address, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"could not reach the Dask scheduler at {address} within "
                                f"{timeout:g} s ({exc}); check the address and that the "
                                f"scheduler is running") from None
-        return ParallaxCluster(client, host_labels=host_labels)
-    if hasattr(address, "scheduler_address"):
-        return ParallaxCluster(Client(address, timeout=timeout), host_labels=host_labels)
-    raise ClusterError(f"cannot connect to {address!r}: pass None, a scheduler address, a "
-                       f"distributed.Client or a cluster object")
+    elif hasattr(address, "scheduler_address"):
+        client = Client(address, timeout=timeout)
+    else:
+        raise ClusterError(f"cannot connect to {address!r}: pass None, a scheduler address, "
+                           f"a distributed.Client or a cluster object")
+    parallax = ParallaxCluster(client, host_labels=host_labels)
+    if spares:
+        parallax.start_spares()
+    return parallax
 
 

@@ -109,7 +109,10 @@ def _supervise(module, spec, label, prepare, environment, failure,
             if stop.is_set() or not _wanted(worker, key):
                 stopped = True
                 break
-            time.sleep(0.25)
+            try:
+                process.wait(timeout=0.25)     # returns as soon as the process ends
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         terminate(process)
         forwarder.join(timeout=5)

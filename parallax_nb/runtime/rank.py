@@ -11,7 +11,7 @@ import traceback
 
 from .. import tf_env  # noqa: F401  (Keras 2 before TensorFlow)
 from ..events import DONE, ERROR, STARTED, STARTUP, TOPOLOGY
-from .process import start
+from .process import exit_now, start
 from .profile import StartupClock
 from .result import write_weights
 
@@ -92,4 +92,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

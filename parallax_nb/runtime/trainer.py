@@ -51,10 +51,11 @@ class Trainer:
         scope = self.servers.scope() if self.servers else contextlib.nullcontext()
         self.batches = endless_batches(program, spec.rank, spec.size, self.config.batch_size,
                                        self.config.steps_per_epoch)
-        # The chief builds first: it creates and initialises every server variable; the
-        # other ranks build after a barrier, so none of them reads a row before it exists.
-        if self.servers and not self.chief:
-            self._barrier("parallax_servers_ready")
+        # The chief creates and initialises every server variable; the other ranks only
+        # take handles to them, so they build at the same time and wait for the chief (a
+        # barrier) before they read a row: at once where the model is built lazily, by its
+        # first call, else once built.
+        waited = False
         with scope:
             self.model = program.model()
             self.first_batch = next(self.batches)
@@ -62,8 +63,11 @@ class Trainer:
                 # Lazily created variables (subclassed models, tf.Module) appear at the first
                 # call. Only then: an eager lookup in a partitioned server table reads the
                 # whole table, which a built model never needs to do here.
+                if self.servers and not self.chief:
+                    self._barrier("parallax_servers_ready")
+                    waited = True
                 compute_loss(program, self.model, self.first_batch)
-        if self.servers and self.chief:
+        if self.servers and not waited:
             self._barrier("parallax_servers_ready")
         self.clock.mark("model")
         self.optimizer = program.optimizer()

@@ -1,13 +1,15 @@
-"""A rank or server process started before its run: ``python -m parallax_nb.runtime.warm FD``.
+"""A rank or server process started before its run:
+``python -m parallax_nb.runtime.warm EVENTS_FD READY_FD``.
 
-Most of a rank's start-up is importing TensorFlow and Horovod (about 3 s of the 5-9 s from
-``px.train`` to the first step on a 2-core machine). A Dask worker that has run a rank keeps
-one such process waiting (`launch.warm`), with both imported and nothing initialised: no
+Most of a rank's start-up is importing TensorFlow and Horovod (about 4 s of the 8 s from
+``px.train`` to the first step on a 2-core machine). A Dask worker keeps such processes
+waiting (`launch.warm`), with both imported and nothing initialised: no
 TensorFlow context, no Horovod, no device chosen. When the next run starts there, the
 supervisor sends it one line, ``{"module", "spec", "environment", "cwd"}``; it takes the run's
 environment (Horovod's rendezvous, CUDA_VISIBLE_DEVICES, ...), moves into the run's work
 directory and runs that module's ``main`` as a freshly started process would. A spare whose
 worker goes away exits (the same watch as a rank's); one whose stdin closes exits too.
+Once imported it writes a byte to READY_FD, so the worker starts its next spare only then.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import os
 import sys
 
-from .process import exit_with_parent
+from .process import exit_now, exit_with_parent
 
 
 def main(argv) -> int:
@@ -26,6 +28,10 @@ def main(argv) -> int:
 
     tf_env.tensorflow()
     import horovod.tensorflow  # noqa: F401  (loads Horovod's TensorFlow ops)
+
+    ready_fd = int(argv[2])
+    os.write(ready_fd, b"1")   # the worker starts its next spare only now (`launch.warm`)
+    os.close(ready_fd)
 
     line = sys.stdin.readline()
     if not line:          # the worker let this spare go unused
@@ -38,4 +44,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

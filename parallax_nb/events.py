@@ -57,11 +57,12 @@ class EventForwarder(threading.Thread):
     Step records are batched (flushed at least every ``flush_seconds``, also when the rank
     is quiet) so fast steps do not flood the scheduler; other messages go at once. The last
     ERROR message is kept for the supervisor's exception; ``on_startup`` runs once, when the
-    rank reports its start-up done (its first step; earlier ``startup`` marks do not count).
+    process reports its start-up done: a rank's ``startup`` mark with ``done`` (its first
+    step; earlier marks do not count), a server's ``started`` (``startup_done=STARTED``).
     """
 
     def __init__(self, fd: int, log_event, topic: str, flush_seconds: float = 0.25,
-                 on_startup=None):
+                 on_startup=None, startup_done: str = STARTUP):
         super().__init__(daemon=True, name=f"parallax-events-{topic}")
         self._fd = fd
         self._log_event = log_event
@@ -69,6 +70,7 @@ class EventForwarder(threading.Thread):
         self._flush_seconds = flush_seconds
         self._pending = []
         self._on_startup = on_startup
+        self._startup_done = startup_done
         self.error = None
         self.started_up = False
 
@@ -101,7 +103,7 @@ class EventForwarder(threading.Thread):
             return
         if message.get("type") == ERROR:
             self.error = message
-        if message.get("type") == STARTUP and message.get("done", True) and \
+        if message.get("type") == self._startup_done and message.get("done", True) and \
                 not self.started_up:
             self.started_up = True
             if self._on_startup is not None:

@@ -14,6 +14,7 @@ import programs
 from cluster_tools import (cluster_children, is_spare, run_processes, wait_for,
                            wait_until_gone)
 from parallax_nb.cluster import ClusterError, SelectionError
+from parallax_nb.launch.warm import SPARES_KEPT
 from parallax_nb.runtime.single import train_single_device
 
 pytestmark = pytest.mark.timeout(300)
@@ -208,6 +209,62 @@ def test_connect_to_a_cluster_object():
             cluster.close()
 
 
+HOLDING_WORKER = """
+import sys, time
+import psutil
+from parallax_nb.launch import warm
+
+let_go = warm.hold()                 # a run's process starts up before any spare
+warm.replenish()
+time.sleep(1.0)
+print(len(psutil.Process().children()), flush=True)
+let_go()
+while not psutil.Process().children():
+    time.sleep(0.01)
+time.sleep(0.3)
+let_go = warm.hold()                 # the next run starts while the spare imports
+print(psutil.Process().children()[0].pid, flush=True)
+sys.stdin.readline()
+let_go()
+print("started up", flush=True)
+sys.stdin.readline()
+warm.hold()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_spares_wait_while_a_run_starts_up_and_never_outlive_their_worker():
+    """`launch.warm.hold`: no spare starts, and one still importing stops, while a run's
+    process starts up on the worker; it goes on after. A spare stopped when its worker is
+    killed is continued by the kernel, sees its worker gone and exits with its folder."""
+    import psutil
+
+    worker = subprocess.Popen([sys.executable, "-c", HOLDING_WORKER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    spares = []
+    try:
+        assert worker.stdout.readline().strip() == "0"
+        spare = psutil.Process(int(worker.stdout.readline()))
+        folder = spare.cwd()
+        assert "parallax-warm-" in folder
+        assert wait_for(lambda: spare.status() == psutil.STATUS_STOPPED, timeout=5)
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "started up"
+        assert spare.status() != psutil.STATUS_STOPPED
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "held"
+        spares = psutil.Process(worker.pid).children()
+        assert wait_for(lambda: any(p.status() == psutil.STATUS_STOPPED for p in spares), 5)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_until_gone([p.pid for p in spares] or [spare.pid], timeout=15) == []
+    assert not os.path.exists(folder)
+
+
 def test_a_second_run_starts_in_the_spares_the_first_left_and_trains_the_same(cluster):
     """Config.warm_start: after a run each worker keeps a process with TensorFlow imported;
     the next run's ranks are those processes, and train exactly as cold ones."""
@@ -217,8 +274,9 @@ def test_a_second_run_starts_in_the_spares_the_first_left_and_trains_the_same(cl
     expected = cold.result(timeout=200)
     first = px.train(program, cluster=cluster, select=2, config=config)
     first.wait(timeout=200)
+    kept = 2 * SPARES_KEPT       # two workers, each back to its full count
     assert wait_for(lambda: len([p for p in cluster_children(cluster, spares=True)
-                                 if is_spare(p)]) >= 2, timeout=60)
+                                 if is_spare(p)]) >= kept, timeout=60)
     spares = {p.pid for p in cluster_children(cluster, spares=True) if is_spare(p)}
     second = px.train(program, cluster=cluster, select=2, config=config)
     trained = second.result(timeout=200)

@@ -25,7 +25,7 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from ..errors import RankError, ServerError
-from ..events import EventForwarder
+from ..events import STARTED, STARTUP, EventForwarder
 from ..native_noise import lines_that_matter
 from ..cluster.ranks import interface_of
 from ..runtime.result import read_weights
@@ -84,21 +84,32 @@ def _supervise(module, spec, label, prepare, environment, failure,
     environment = dict(environment, HOROVOD_GLOO_IFACE=interface_of(ip), PARALLAX_ADDRESS=ip)
     log_path = os.path.join(workdir, "output.log")
     kills_before = oom_kills()
-    if spare:
-        process, read_fd = spare.start(module, spec_path, environment), spare.read_fd
-    else:
-        read_fd, write_fd = os.pipe()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", module, spec_path, str(write_fd)],
-                                       env=dict(os.environ, **environment), cwd=workdir,
-                                       stdout=log, stderr=subprocess.STDOUT,
-                                       pass_fds=(write_fd,), start_new_session=True)
-        os.close(write_fd)
+    let_go = warm.hold()     # spares still importing here wait until this one has started
+    try:
+        if spare:
+            process, read_fd = spare.start(module, spec_path, environment), spare.read_fd
+        else:
+            read_fd, write_fd = os.pipe()
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", module, spec_path, str(write_fd)],
+                    env=dict(os.environ, **environment), cwd=workdir, stdout=log,
+                    stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True)
+            os.close(write_fd)
+    except BaseException:
+        let_go()
+        raise
     # The next run on this worker starts warm: a spare is started once this process has
     # started up (not during it: on a small machine they would share its cores), or once it
-    # ends if it never got that far (a server, a failed rank).
-    replenish = warm.replenish if spec.config.warm_start else None
-    forwarder = EventForwarder(read_fd, worker.log_event, spec.topic, on_startup=replenish)
+    # ends if it never got that far (a failed rank).
+    replenish = warm.replenish if spec.config.warm_start else (lambda: 0)
+
+    def started_up():
+        let_go()
+        replenish()
+
+    forwarder = EventForwarder(read_fd, worker.log_event, spec.topic, on_startup=started_up,
+                               startup_done=STARTED if must_run_until_stopped else STARTUP)
     forwarder.start()
     stop = Event(spec.stop_event)
     stopped = False
@@ -116,8 +127,8 @@ def _supervise(module, spec, label, prepare, environment, failure,
     finally:
         terminate(process)
         forwarder.join(timeout=5)
-        if replenish is not None and not forwarder.started_up:
-            replenish()
+        if not forwarder.started_up:
+            started_up()
     try:
         how = ending(stopped, process.returncode, forwarder.error, must_run_until_stopped)
         if how == "stopped":

@@ -5,7 +5,9 @@ next run on the worker, or this run's restart after a loss, skips Python's and T
 start-up (README, "Start-up"). A worker keeps `SPARES_KEPT`: an embedded cluster starts
 them as ``px.connect`` returns (another cluster at ``cluster.start_spares()``), and a
 worker starts new ones once a run's process there has started up (not during it: on a
-small machine they would share its cores), or has ended before that. A spare lives in its
+small machine they would share its cores), or has ended before that; and while a run's
+process starts up there, a spare still importing is stopped (SIGSTOP) until it has
+(`hold`). A spare lives in its
 own work directory ``parallax-warm-*``; the run that takes it renames that directory to
 its own ``parallax-<run>-<label>-*`` (the process keeps it as its working directory and
 its log), so cleaning up works as for a process started cold. Spares are plain child
@@ -15,20 +17,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..cluster.connect import SPARE_HOOKS
 from .processes import terminate
 
 SPARES_KEPT = 2     # per worker: a worker rarely runs more than a rank and a server at once
-_lock = threading.Lock()
+# A stopped spare cannot watch for its worker's death: the kernel continues it when the
+# thread that started it ends (Linux's parent-death signal, `runtime.process`), so spares
+# are paused only there, and are started by one thread that lives as long as the worker.
+PAUSABLE = sys.platform.startswith("linux")
+_lock = threading.Condition()
 _spares: List["Spare"] = []
-_filling = False    # a thread is starting spares
-_released = 0       # how many times `release` ran: a fill started before it stops
+_wanted = False     # keep `SPARES_KEPT` spares (`replenish`), until `release`
+_starter: Optional[threading.Thread] = None
+_holds = 0          # this worker's processes starting up now (`hold`)
 
 
 class Spare:
@@ -48,6 +56,9 @@ class Spare:
         os.close(write_fd)
         os.close(ready_write)
         self._ready_fd = ready_read
+        self.pausable = False  # the kernel continues it if the worker dies (`runtime.warm`)
+        self.ready = False     # TensorFlow and Horovod imported
+        self.paused = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -55,9 +66,32 @@ class Spare:
     def wait_ready(self) -> None:
         """Until the spare has imported TensorFlow and Horovod (or has died)."""
         try:
+            armed = os.read(self._ready_fd, 1) == b"1"
+            with _lock:
+                self.pausable = PAUSABLE and armed
+                if _holds and self in _spares:      # not taken by a run meanwhile
+                    self.pause()
             os.read(self._ready_fd, 1)
         finally:
             os.close(self._ready_fd)
+            self.ready = True
+
+    def pause(self) -> None:
+        """Stop a spare that is still importing (see `hold`)."""
+        if self.pausable and not self.ready and not self.paused and self.alive():
+            self.paused = True
+            self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._signal(signal.SIGCONT)
+
+    def _signal(self, sig) -> None:
+        try:
+            os.kill(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def claim(self, prefix: str) -> str:
         """Rename the work directory for its run; returns the new path."""
@@ -78,6 +112,7 @@ class Spare:
     def discard(self) -> None:
         import shutil
 
+        self.resume()
         terminate(self.process)
         os.close(self.read_fd)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -89,50 +124,73 @@ def take() -> Optional[Spare]:
         while _spares:
             spare = _spares.pop(0)
             if spare.alive():
+                spare.resume()      # its run waits for it
                 return spare
             spare.discard()
     return None
 
 
+def hold() -> Callable[[], None]:
+    """A run's process on this worker starts up: spares still importing stop until it has,
+    and no new one starts meanwhile (on a small machine they would share its cores: a run
+    started right after another waited a second more for the import its predecessor's
+    spare was doing). Returns the function that lets go (once, however often called)."""
+    global _holds
+    with _lock:
+        _holds += 1
+        for spare in _spares:
+            spare.pause()
+    done = threading.Event()
+
+    def let_go() -> None:
+        global _holds
+        with _lock:
+            if done.is_set():
+                return
+            done.set()
+            _holds -= 1
+            if not _holds:
+                for spare in _spares:
+                    spare.resume()
+                _lock.notify_all()
+    return let_go
+
+
 def replenish() -> int:
     """Start spares in the background until the worker keeps `SPARES_KEPT`: one after
     another, each once the one before has imported (two imports at once would share the
-    cores with the run beside them). Keeping two, a run started right after another finds
-    one ready even where the spare its predecessor started is still importing. Returns 0
+    cores with the run beside them), none while a process of a run starts up here
+    (`hold`). Keeping two, a run started right after another finds one ready. Returns 0
     (run on every worker by `ParallaxCluster.start_spares`, which counts nothing here)."""
-    global _filling
+    global _wanted, _starter
     with _lock:
-        if _filling:
-            return 0
-        _filling = True
-    threading.Thread(target=_fill, args=(_released,), daemon=True,
-                     name="parallax-warm-spares").start()
+        _wanted = True
+        if _starter is None:
+            _starter = threading.Thread(target=_start_spares, daemon=True,
+                                        name="parallax-warm-spares")
+            _starter.start()
+        _lock.notify_all()
     return 0
 
 
-def _fill(generation: int) -> None:
-    global _filling
-    try:
-        while True:
-            with _lock:
-                if generation != _released or \
-                        sum(s.alive() for s in _spares) >= SPARES_KEPT:
-                    _filling = False
-                    return
-                spare = Spare()
-                _spares.append(spare)
-            spare.wait_ready()
-    except BaseException:
+def _start_spares() -> None:
+    """The one thread that starts this worker's spares, for as long as the worker lives."""
+    while True:
         with _lock:
-            _filling = False
-        raise
+            while not (_wanted and not _holds and
+                       sum(s.alive() for s in _spares) < SPARES_KEPT):
+                _lock.wait()
+            spare = Spare()
+            _spares.append(spare)
+        spare.wait_ready()
 
 
 def release() -> int:
-    """End this worker's spares (they hold memory: a TensorFlow process each)."""
-    global _released
+    """End this worker's spares (they hold memory: a TensorFlow process each); none starts
+    again until the next `replenish`."""
+    global _wanted
     with _lock:
-        _released += 1
+        _wanted = False
         spares, _spares[:] = list(_spares), []
     for spare in spares:
         spare.discard()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -49,6 +50,18 @@ def exit_with_parent(workdir: str, poll_seconds: float = 0.25) -> None:
                                else workdir)
 
     threading.Thread(target=watch, daemon=True, name="parallax-parent-watch").start()
+
+
+def continue_when_parent_dies() -> None:
+    """Linux: have the kernel send SIGCONT when the thread that started this process ends.
+    A spare still importing may be stopped by its worker (`launch.warm.hold`), and a stopped
+    process cannot run the watch of `exit_with_parent`: were its worker killed then, it
+    would stay stopped for good. Continued, its watch sees the worker gone and ends it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGCONT))
 
 
 def start(argv):

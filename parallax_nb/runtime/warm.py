@@ -8,8 +8,11 @@ TensorFlow context, no Horovod, no device chosen. When the next run starts there
 supervisor sends it one line, ``{"module", "spec", "environment", "cwd"}``; it takes the run's
 environment (Horovod's rendezvous, CUDA_VISIBLE_DEVICES, ...), moves into the run's work
 directory and runs that module's ``main`` as a freshly started process would. A spare whose
-worker goes away exits (the same watch as a rank's); one whose stdin closes exits too.
-Once imported it writes a byte to READY_FD, so the worker starts its next spare only then.
+worker goes away exits (the same watch as a rank's; one its worker had stopped while a run
+started up is continued by the kernel first); one whose stdin closes exits too.
+It writes a byte to READY_FD once the kernel will continue it if its worker dies (from then
+on the worker may stop it), and another once imported: the worker starts its next spare
+only then.
 """
 from __future__ import annotations
 
@@ -18,19 +21,20 @@ import json
 import os
 import sys
 
-from .process import exit_now, exit_with_parent
+from .process import continue_when_parent_dies, exit_now, exit_with_parent
 
 
 def main(argv) -> int:
-    events_fd = argv[1]
+    events_fd, ready_fd = argv[1], int(argv[2])
+    continue_when_parent_dies()
     exit_with_parent(os.getcwd())
+    os.write(ready_fd, b"1")   # the worker may stop this process from now on (`launch.warm`)
     from .. import tf_env
 
     tf_env.tensorflow()
     import horovod.tensorflow  # noqa: F401  (loads Horovod's TensorFlow ops)
 
-    ready_fd = int(argv[2])
-    os.write(ready_fd, b"1")   # the worker starts its next spare only now (`launch.warm`)
+    os.write(ready_fd, b"1")   # the worker starts its next spare only now
     os.close(ready_fd)
 
     line = sys.stdin.readline()

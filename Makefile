@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-python run test bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory bench-startup docs clean
+.PHONY: setup setup-python run test test-beside-a-run bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory bench-startup docs clean
 
 # The Python environment (all `make run` and the benchmarks need), then the system pieces
 # only the tests drive (Chromium, the JupyterHub proxy).
@@ -25,6 +25,18 @@ run: setup-python
 test: setup
 	$(PY) -m parallax_nb.kernels install --sys-prefix
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name parallax_nb --durations=25
+
+# The suite with another parallax_nb run training beside it on its own embedded cluster
+# (scripts/neighbour_run.py): the suite must pass, and the neighbour must still be training
+# when it ends (nothing of the suite's touched the other run's processes or folders).
+test-beside-a-run: setup
+	@$(PY) scripts/neighbour_run.py > .neighbour.log 2>&1 & echo $$! > .neighbour.pid; \
+	until grep -q "neighbour:" .neighbour.log || ! kill -0 $$(cat .neighbour.pid); do \
+	    sleep 1; done; \
+	$(MAKE) test; suite=$$?; \
+	kill -TERM $$(cat .neighbour.pid); wait $$(cat .neighbour.pid); \
+	grep "neighbour:" .neighbour.log; rm -f .neighbour.pid; \
+	grep -q "still training" .neighbour.log && exit $$suite || exit 1
 
 # The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or reference
 # fails the build. `$(PY) -m mkdocs serve` serves it while you edit.

@@ -20,7 +20,9 @@ allocator). The peak is the larger of the kernel's high-water mark (``VmHWM``, r
 ``/proc/self/clear_refs`` before each measurement) and a thread sampling RSS every 5 ms. Each
 is compared with "table bytes + largest partition bytes", the bound ``run.model()`` must stay
 under (issue 23). Before both, a tiny model is built and assigned once, so TensorFlow's and
-Keras' one-time start-up in this process is not counted as the model's. ``--quick``: 2 tables
+Keras' one-time start-up in this process is not counted as the model's. TensorFlow runs
+without oneDNN here (``TF_ENABLE_ONEDNN_OPTS=0``): oneDNN's allocator keeps freed memory for
+reuse, and the client had freed a model of the same size (its analysis). ``--quick``: 2 tables
 of 32 MB. Results: ``results/model_memory[_quick].json`` and ``.md``.
 """
 from __future__ import annotations
@@ -204,7 +206,7 @@ def run_benchmark(tables: int, rows: int, dim: int, ranks: int, steps: int) -> d
     sizes = table_sizes(tables, rows, dim)
     facts = machine_facts()
     began = time.time()
-    with px.connect(local=ranks) as cluster:
+    with px.connect(local=ranks, spares=False) as cluster:
         run = px.train(program, cluster=cluster, select=ranks, progress=False,
                        config=px.Config(mode="HYBRID", steps=steps, batch_size=8,
                                         partitions=2))
@@ -262,6 +264,11 @@ def write_markdown(results: dict, path: str) -> str:
 
 
 def main(argv=None) -> int:
+    # oneDNN's CPU allocator (TensorFlow's default on CPUs with AVX-512 VNNI or AMX) keeps
+    # what it frees for reuse: the client's analysis builds the model once, so run.model()
+    # found its tables' memory resident already and RSS could not see them. Without it,
+    # TensorFlow allocates from malloc and every byte shows.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="2 tables of 32 MB (seconds) instead of 4 of 375 MB")

@@ -111,9 +111,9 @@ def _supervise(module, spec, label, prepare, environment, failure,
     forwarder = EventForwarder(read_fd, worker.log_event, spec.topic, on_startup=started_up,
                                startup_done=STARTED if must_run_until_stopped else STARTUP)
     forwarder.start()
-    stop = Event(spec.stop_event)
     stopped = False
     try:
+        stop = Event(spec.stop_event)
         while process.poll() is None:
             # stopped by the run, or nobody wants the result any more (the client that
             # launched the run is gone, or cancelled it): the process goes with the run

@@ -84,7 +84,7 @@ bench-model-memory: setup-python
 	$(PY) -m benchmarks.model_memory
 
 # Start-up to the first step (#26): cold, warm, changed program and restart, with and without
-# spare processes, and the cost of the always-on step sample (about 6 minutes).
+# spare processes, and the cost of the always-on step sample (about 12 minutes).
 bench-startup: setup-python
 	$(PY) -m benchmarks.startup
 

@@ -103,13 +103,14 @@ class Config:
     profile_every: without ``profile``, the phases of one step in every N (default 50;
         0: none): the run panel's live phase bars and ``run.metrics``' ``t_*`` columns of
         those steps. The timestamps are taken in every step once either is on (a sampled
-        step is one whose stamps are read and sent); what that costs is measured in
-        ``benchmarks/startup.py`` (README, "Where the time goes").
-    warm_start: every Dask worker that runs one of a run's processes starts a spare process
-        with TensorFlow and Horovod imported for the next run (`launch.warm`) once that
-        process has started up: the next run in a session starts seconds sooner. Spares
-        hold memory (a TensorFlow process each, about 0.4 GB) until the worker exits or
-        ``cluster.release_spares()``.
+        step is one whose stamps are read and sent): a few per cent of a 10 ms step,
+        measured in ``benchmarks/startup.py`` (performance guide, "Start-up phases").
+    warm_start: a run's processes start in the spare processes their Dask workers keep,
+        with TensorFlow and Horovod imported (`launch.warm`: two per worker, started at
+        ``px.connect`` for an embedded cluster, and again once a run's processes there have
+        started up): a run reaches its first step seconds sooner. False: its processes start
+        cold, and it starts no spares. Spares hold memory (about 0.5 GB each) until the
+        worker exits or ``cluster.release_spares()``.
     on_nonfinite: what a non-finite (NaN or infinite) loss or gradient does: "stop" (the
         default) fails the run with the step, the rank and the variables whose gradients
         were not finite, before the step is checkpointed; "warn" adds a note (once per rank)

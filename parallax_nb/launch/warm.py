@@ -7,10 +7,9 @@ them as ``px.connect`` returns (another cluster at ``cluster.start_spares()``), 
 worker starts new ones once a run's process there has started up (not during it: on a
 small machine they would share its cores), or has ended before that; and while a run's
 process starts up there, a spare still importing is stopped (SIGSTOP) until it has
-(`hold`). A spare lives in its
-own work directory ``parallax-warm-*``; the run that takes it renames that directory to
-its own ``parallax-<run>-<label>-*`` (the process keeps it as its working directory and
-its log), so cleaning up works as for a process started cold. Spares are plain child
+(`hold`). A spare lives in its own work directory ``parallax-warm-*``; the run that takes
+it renames that directory to its own ``parallax-<run>-<label>-*`` (the process keeps it as
+its working directory and its log), so cleaning up works as for a process started cold. Spares are plain child
 processes of the worker: they exit with it, and ``release()`` ends them at once.
 """
 from __future__ import annotations
@@ -165,7 +164,7 @@ def replenish() -> int:
     global _wanted, _starter
     with _lock:
         _wanted = True
-        if _starter is None:
+        if _starter is None or not _starter.is_alive():   # none yet, or one that failed
             _starter = threading.Thread(target=_start_spares, daemon=True,
                                         name="parallax-warm-spares")
             _starter.start()

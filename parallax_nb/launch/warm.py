@@ -9,8 +9,9 @@ small machine they would share its cores), or has ended before that; and while a
 process starts up there, a spare still importing is stopped (SIGSTOP) until it has
 (`hold`). A spare lives in its own work directory ``parallax-warm-*``; the run that takes
 it renames that directory to its own ``parallax-<run>-<label>-*`` (the process keeps it as
-its working directory and its log), so cleaning up works as for a process started cold. Spares are plain child
-processes of the worker: they exit with it, and ``release()`` ends them at once.
+its working directory and its log), so cleaning up works as for a process started cold.
+Spares are plain child processes of the worker: they exit with it, and ``release()`` ends
+them at once.
 """
 from __future__ import annotations
 
@@ -139,14 +140,15 @@ def hold() -> Callable[[], None]:
         _holds += 1
         for spare in _spares:
             spare.pause()
-    done = threading.Event()
+    held = True
 
     def let_go() -> None:
         global _holds
+        nonlocal held
         with _lock:
-            if done.is_set():
+            if not held:
                 return
-            done.set()
+            held = False
             _holds -= 1
             if not _holds:
                 for spare in _spares:

@@ -16,6 +16,7 @@ import programs
 from cluster_tools import cluster_children, wait_for, wait_until_gone
 from parallax_nb.cluster.check import CHECKS, ClusterNotReady, require_ready
 from parallax_nb.cluster.devices import devices_from_probes
+from parallax_nb.cluster.scheduler_view import scheduler_workers
 from parallax_nb.launch.processes import terminate
 
 pytestmark = pytest.mark.timeout(300)
@@ -66,6 +67,25 @@ def test_simulated_hosts_on_one_machine_pass_the_quick_check(healthy):
         healthy.devices(refresh=True)
 
 
+def test_the_worker_list_survives_the_clients_own_refresh(healthy):
+    """The client refreshes its cached identity (with no workers) on a timer; made to refresh
+    every millisecond, `scheduler_info()` comes back empty now and then, the view never."""
+    client = healthy.client
+    refresh = client._periodic_callbacks["scheduler-info"]
+
+    async def every(milliseconds):          # on the client's loop, where the timer runs
+        refresh.stop()
+        refresh.callback_time = milliseconds
+        refresh.start()
+
+    client.sync(every, 1)
+    try:
+        assert all(len(scheduler_workers(client)) == 2 for _ in range(1000))
+        assert any(not client.scheduler_info(n_workers=-1)["workers"] for _ in range(1000))
+    finally:
+        client.sync(every, 2000)
+
+
 def test_train_checks_once_per_cluster_and_workers(healthy):
     selection = healthy.resolve(None)
     started = time.monotonic()
@@ -88,7 +108,7 @@ def start_worker(scheduler, name, env=None, python=sys.executable, cwd=None):
 
 
 def worker_named(cluster, name):
-    workers = cluster.client.scheduler_info(n_workers=-1)["workers"]
+    workers = scheduler_workers(cluster.client)
     return next(a for a, w in workers.items() if w["name"] == name)
 
 
@@ -208,7 +228,7 @@ def test_workers_without_tensorflow_or_with_another_parallax_nb_answer(mixed, tm
     finally:
         for process in processes:
             terminate(process)
-        assert wait_for(lambda: len(mixed.client.scheduler_info(n_workers=-1)["workers"]) == 2,
+        assert wait_for(lambda: len(scheduler_workers(mixed.client)) == 2,
                         timeout=30)
 
 

@@ -18,6 +18,7 @@ import pytest
 import parallax_nb as px
 import programs
 from cluster_tools import run_processes, wait_for, wait_until_gone
+from parallax_nb.cluster.scheduler_view import scheduler_workers
 from parallax_nb.launch.processes import terminate
 
 dask_gateway = pytest.importorskip("dask_gateway", reason="dask-gateway is not installed "
@@ -113,8 +114,7 @@ def test_gateway_cluster_checks_and_trains_hybrid(gateway_server):
         cluster = px.connect(gateway_cluster, timeout=60)
         cluster.client.wait_for_workers(2, timeout=120)
         print(f"gateway cluster with 2 workers in {time.monotonic() - started:.1f} s")
-        assert all(a.startswith("tls://") for a in
-                   cluster.client.scheduler_info(n_workers=-1)["workers"])
+        assert all(a.startswith("tls://") for a in scheduler_workers(cluster.client))
         inventory = cluster.inventory()
         assert list(inventory["kind"]) == ["CPU", "CPU"] and inventory["worker"].nunique() == 2
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import ParallaxError
 from .devices import devices_from_probes, probe_worker
+from .scheduler_view import scheduler_workers
 from .main_guard import require_main_guard
 from .selection import Selection, Selector, resolve, select
 
@@ -151,7 +152,7 @@ def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int 
         client = Client(cluster, timeout=timeout)
         parallax = ParallaxCluster(client, owned_cluster=cluster, host_labels=host_labels)
         if simulate_hosts:
-            addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            addresses = sorted(scheduler_workers(client))
             parallax.label_hosts({a: f"host{i * simulate_hosts // len(addresses)}"
                                   for i, a in enumerate(addresses)})
         if spares is not False:

@@ -26,6 +26,7 @@ import cloudpickle
 
 from ..connect import ClusterError
 from ..devices import Device, devices_from_probes, probe_worker, visible_gpus
+from ..scheduler_view import scheduler_workers
 from ..selection import Selector, resolve
 from . import envprobe, remote
 
@@ -181,7 +182,7 @@ def check(cluster, select: Selector = None, *, quick: bool = False,
             cluster.close()
     started = time.monotonic()
     client = cluster.client
-    known = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    known = sorted(scheduler_workers(client))
     addresses = sorted(workers) if workers is not None else known
     timeout = timeout or (QUICK_TIMEOUT if quick else FULL_TIMEOUT)
     mine = envprobe.facts(False)

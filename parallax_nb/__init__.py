@@ -5,6 +5,7 @@ Data flows one way: Program -> analysis -> plan (searches, memory) -> launch on 
 """
 from . import tf_env  # noqa: F401  (must run before TensorFlow is imported)
 from .analysis import AnalysisReport, analyze
+from .analysis.timing import Link
 from .cluster import ParallaxCluster, Selection, connect
 from .cluster.check import CheckResult, ClusterNotReady, check
 from .config import Config
@@ -21,7 +22,7 @@ __version__ = package_version()
 __all__ = ["Program", "Config", "analyze", "AnalysisReport", "connect", "ParallaxCluster",
            "Selection", "check", "CheckResult", "ClusterNotReady", "train", "Run",
            "ParallaxError", "ProgramError", "ConfigError", "RankError", "RunStopped",
-           "NonFiniteError", "reference", "load_model"]
+           "NonFiniteError", "reference", "load_model", "Link"]
 
 
 def load_ipython_extension(ipython):

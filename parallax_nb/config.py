@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from .errors import ConfigError
 
@@ -32,6 +32,7 @@ PARTITION_SEARCH_MIN_BYTES = 512 * 2**20
 
 # Horovod settings every rank gets unless Config.horovod overrides them (README "Horovod").
 HOROVOD_DEFAULTS: Dict[str, str] = {}
+MEASURE_LINK = "measure"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,12 @@ class Config:
     placement: ``{variable name: "ps" | "allreduce"}`` overrides where a variable lives
         in HYBRID (by default, where the cost model says it costs least; the analysis
         report says why for each variable).
+    link: what a step's traffic costs in time between machines, which HYBRID's placement
+        weighs (`parallax_nb.analysis.timing`): None, a documented default (10 Gbit/s, 1.3
+        ms per round of server exchanges, 1 ms per collective); ``"measure"``, measured on
+        the selected workers before the run (`ParallaxCluster.measure_link`, kept per
+        cluster); or a ``px.Link`` / a dict of its fields. On one machine placement counts
+        bytes, whatever this says.
     local_aggregation: combine the sparse gradients of all ranks on one host before they
         go to the servers, so each host sends one gradient per step.
     pack_pulls: fetch every row a step looks up from one server as one exchange (the ids of
@@ -152,6 +159,7 @@ class Config:
     warm_start: bool = True
     horovod: Optional[Dict[str, str]] = None
     placement: Optional[Dict[str, str]] = None
+    link: Any = None
     on_nonfinite: str = "stop"
     max_restarts: Optional[int] = None
 
@@ -212,6 +220,13 @@ class Config:
                 raise ConfigError(f"placement={self.placement!r}: {bad} must be one of "
                                   f"{', '.join(map(repr, PLACEMENTS))}")
             object.__setattr__(self, "placement", dict(self.placement))
+        if self.link is not None and self.link != MEASURE_LINK:
+            from .analysis.timing import link_from
+
+            try:
+                object.__setattr__(self, "link", link_from(self.link))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{exc}; or link='measure' to measure it") from None
         if self.horovod is not None:
             bad = [k for k in self.horovod if not str(k).startswith("HOROVOD_")]
             if bad:

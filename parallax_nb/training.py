@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Optional
 
-from .config import Config
+from .config import MEASURE_LINK, Config
 from .program import Program
 
 
@@ -62,6 +62,8 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
     try:
         report = (report or analyze(program, steps=2, config=config)).for_selection(
             selection, mode=config.mode, servers=config.servers, partitions=config.partitions)
+        if report.config.link == MEASURE_LINK:
+            report = report.with_link(cluster.measure_link(selection))
         if not needs_trials(config, report):
             return launch(run, make_plan(trials, config, report))
     except BaseException as exc:

@@ -1,4 +1,5 @@
 """Sparse detection, alpha, placement, the cost model, and the errors of `px.analyze`."""
+import dataclasses
 import numpy as np
 import pytest
 
@@ -123,17 +124,43 @@ def test_estimates_equal_hand_computed_values():
     assert variable_traffic(sparse, "ps", 1, 4, True) == (0.0, 0.0)
 
 
+SLOW_LINK = {"bytes_per_second": 10e6 / 8, "exchange_seconds": 1.3e-3,
+             "collective_seconds": 1e-3}
+
+
 def test_estimate_totals_and_recommendation_for_the_language_model():
     program = language_model.make_program(vocab=5000, dim=8, hidden=8, num_sampled=16,
                                           examples=512)
-    report = px.analyze(program, steps=3, config=px.Config(batch_size=16))
+    report = px.analyze(program, steps=3, config=px.Config(batch_size=16, link=SLOW_LINK))
     estimate = report.estimate(machines=4, workers_per_machine=2)
     frame = estimate.to_frame()
     for mode in ("HYBRID", "PS", "AR"):
         assert estimate.totals[mode][0] == pytest.approx(frame[f"{mode}_send"].sum())
+        assert estimate.wire[mode] > max(estimate.totals[mode])          # framed
+    # 10 Mbit/s: the tables' bytes outweigh the servers' two exchanges
     assert estimate.totals["HYBRID"][0] < estimate.totals["AR"][0]
-    assert estimate.recommended == "HYBRID"
-    assert "recommended: HYBRID" in str(estimate)
+    assert estimate.seconds["HYBRID"] < estimate.seconds["AR"]
+    assert estimate.recommended == min(estimate.seconds, key=estimate.seconds.get)
+    assert "least time per step on the link" in str(estimate) and "0.01 Gbit/s" in str(estimate)
+    placed = report.replan(machines=4, workers_per_machine=2, servers=4).placements
+    assert {vp.placement for vp in placed if vp.variable.kind == "sparse"} == {"ps"}
+    # 10 Gbit/s (the default link): 160 KB tables densified cost less than two exchanges
+    fast = report.replan(machines=4, workers_per_machine=2, servers=4)
+    fast = dataclasses.replace(fast, config=fast.config.replace(link=None))
+    assert fast.link == px.Link(10e9 / 8, 1.3e-3, 1e-3)
+    for vp in fast.placements:
+        if vp.variable.kind == "sparse":
+            assert vp.placement == "allreduce" and vp.dense_sync, vp.reason
+            assert "no variable on the servers: their 2 exchanges per step" in vp.reason
+            assert " ms by AllReduce (as a dense gradient)" in vp.reason
+    estimate = fast.estimate()
+    assert estimate.seconds["HYBRID"] == estimate.seconds["AR"] < estimate.seconds["PS"]
+    assert estimate.recommended == "HYBRID"      # ties go to HYBRID
+    # one real machine with host labels: bytes, as before
+    labelled = dataclasses.replace(fast, one_machine=True)
+    assert labelled.link is None
+    assert all(vp.placement == "ps" for vp in labelled.placements
+               if vp.variable.kind == "sparse")
 
 
 def test_report_renders_html_with_sparse_rows_marked_and_text():
@@ -236,11 +263,63 @@ def test_a_small_table_every_step_touches_whole_goes_to_allreduce_as_a_dense_gra
     assert table.reason.startswith("sparse (alpha 1); AllReduce moves fewer bytes: ")
     assert "by AllReduce (as a dense gradient)" in table.reason
     assert report.to_frame().set_index("name").loc["emb/embeddings:0", "why"] == table.reason
-    # a large table a step touches a little of stays on the servers, saying why
-    big = px.analyze(programs.keras_embedding_program(rows=5000), steps=2).replan(
-        machines=2, workers_per_machine=1)
-    table = next(p for p in big.placements if p.variable.name == "emb/embeddings:0")
+    # a large table a step touches a little of stays on the servers, saying why: on one
+    # machine by bytes, between machines by time on a slow link
+    big = px.analyze(programs.keras_embedding_program(rows=5000), steps=2)
+    table = next(p for p in big.replan(workers_per_machine=2).placements
+                 if p.variable.name == "emb/embeddings:0")
     assert table.placement == "ps" and "servers move no more bytes" in table.reason
+
+
+def test_between_machines_each_table_goes_where_its_step_costs_less_time():
+    """A table (4,096 rows touched of 100,000, 256 B rows), a 12-row table every step
+    touches whole, a dense layer; 4 machines x 1 rank, 4 servers."""
+    big = _variable(0, 100_000, 256, alpha=0.04, slices=4096.0, unions=(0.04,))
+    small = _variable(1, 12, 64, alpha=1.0, slices=4096.0, unions=(1.0,))
+    dense = _variable(2, 64, 256, kind="dense", alpha=1.0)
+    variables = (big, small, dense)
+
+    def place(link, **config):
+        return plan_placement(variables, "HYBRID", 4, px.Config(link=link, **config), 4, 1,
+                              px.Config(link=link).link)
+
+    # 1 Gbit/s: the big table saves far more than two exchanges; the small one joins the
+    # dense AllReduce (no collective of its own), although the exchanges are paid anyway
+    on_gbit = place({"bytes_per_second": 1e9 / 8, "exchange_seconds": 1.3e-3,
+                     "collective_seconds": 1e-3})
+    assert [(p.placement, p.dense_sync) for p in on_gbit[:2]] == [("ps", False),
+                                                                   ("allreduce", True)]
+    assert "costs less time on the servers (their 2 exchanges, 2." in on_gbit[0].reason
+    assert "shared by the 1 variable(s) there" in on_gbit[0].reason
+    assert on_gbit[1].reason.startswith("sparse (alpha 1); AllReduce costs less time; it "
+                                        "joins the dense gradients' AllReduce")
+    # a link so fast that two exchanges cost more than all the bytes: nothing on the servers
+    fast = place({"bytes_per_second": 1e12, "exchange_seconds": 1e-3,
+                  "collective_seconds": 1e-3})
+    assert [p.placement for p in fast[:2]] == ["allreduce", "allreduce"]
+    assert "no variable on the servers: their 2 exchanges per step" in fast[0].reason
+    # ... but a table over 32 MiB stays on the servers: a copy in every rank is memory
+    huge = (_variable(0, 1_000_000, 256, alpha=0.004, slices=4096.0, unions=(0.004,)),
+            small, dense)
+    link = px.Link(1e12, 1e-3, 1e-3)
+    kept = plan_placement(huge, "HYBRID", 4, px.Config(), 4, 1, link)
+    assert kept[0].placement == "ps"
+    assert "a copy in every rank (256.0 MB) is more than time trades for" in kept[0].reason
+    # no latency at all: the bytes decide, as on one machine
+    free = place({"bytes_per_second": 1e9 / 8, "exchange_seconds": 0,
+                  "collective_seconds": 0})
+    by_bytes = plan_placement(variables, "HYBRID", 4, px.Config(), 4, 1)
+    assert [p.placement for p in free] == [p.placement for p in by_bytes]
+    # an override is kept, and priced: the small table on the servers
+    pinned = place({"bytes_per_second": 1e12, "exchange_seconds": 1e-3,
+                    "collective_seconds": 1e-3}, placement={"v1": "ps"})
+    assert pinned[1].placement == "ps" and "Config.placement" in pinned[1].reason
+    with pytest.raises(px.ConfigError, match=r"Link.exchange_seconds must be a finite number "
+                                             r">= 0, got -1"):
+        px.Config(link={"bytes_per_second": 1e9, "exchange_seconds": -1,
+                        "collective_seconds": 0})
+    with pytest.raises(px.ConfigError, match=r"\['latency'\] are not fields of a link"):
+        px.Config(link={"latency": 1})
 
 
 def test_placement_can_be_overridden_per_variable_and_unknown_names_are_refused():

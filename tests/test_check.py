@@ -86,6 +86,10 @@ def test_the_worker_list_survives_the_clients_own_refresh(healthy):
         client.sync(every, 2000)
 
 
+def test_one_machine_has_no_link_to_measure(healthy):
+    assert healthy.measure_link() is None       # placement counts bytes there
+
+
 def test_train_checks_once_per_cluster_and_workers(healthy):
     selection = healthy.resolve(None)
     started = time.monotonic()
@@ -242,6 +246,10 @@ def test_two_machines_pass_until_a_hostname_resolves_to_loopback():
         pytest.skip(f"no simulated machines here: {reason}")
     with netns.SimulatedHosts(hosts=2) as hosts:
         cluster = hosts.cluster
+        link = cluster.measure_link()           # what Config(link="measure") plans with
+        assert link.bytes_per_second > 1e6 and 0 < link.exchange_seconds - 1.2e-3 < 0.05
+        assert link.source.startswith("measured ") and " ms round trip" in link.source
+        assert cluster.measure_link() is link   # kept per pair of machines
         result = px.check(cluster, quick=True)
         assert result.ok, str(result)
         assert result.machines == 2 and len(result.hosts) == 2

@@ -31,14 +31,15 @@ g > 1 PS pays g pulls per machine.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import pandas as pd
 
 from ..config import MODES, Config
 from .placement import plan_placement
+from .timing import Link, wire_bytes
 from .trace import VariableTrace
-from .traffic import format_bytes, variable_traffic
+from .traffic import ALLREDUCE, PS, format_bytes, server_crossings, variable_traffic
 
 PREFERENCE = ("HYBRID", "AR", "PS")  # tie-break: the paper's default first
 
@@ -54,6 +55,9 @@ class CostEstimate:
     totals: Dict[str, Tuple[float, float]]
     recommended: str
     reason: str
+    wire: Dict[str, float] = dataclasses.field(default_factory=dict)   # framed bytes, each way
+    seconds: Dict[str, float] = dataclasses.field(default_factory=dict)  # on ``link``
+    link: Optional[Link] = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.per_variable.copy()
@@ -63,21 +67,31 @@ class CostEstimate:
                  f"{self.workers_per_machine} rank(s), local aggregation "
                  f"{'on' if self.local_aggregation else 'off'}:"]
         for mode, (s, r) in self.totals.items():
-            lines.append(f"  {mode:<6} send {format_bytes(s):>10}  recv {format_bytes(r):>10}")
+            timed = (f"  wire {format_bytes(self.wire[mode]):>10}  "
+                     f"{self.seconds[mode] * 1e3:.2f} ms" if mode in self.seconds else "")
+            lines.append(f"  {mode:<6} send {format_bytes(s):>10}  recv {format_bytes(r):>10}"
+                         + timed)
+        if self.link is not None:
+            lines.append(f"priced on {self.link.describe()}")
         lines.append(f"recommended: {self.recommended} ({self.reason})")
         return "\n".join(lines)
 
 
 def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_machine: int,
-             config: Config) -> CostEstimate:
+             config: Config, link: Optional[Link] = None,
+             servers: Optional[int] = None) -> CostEstimate:
+    """Bytes per machine and step for each mode; between machines also the wire bytes
+    (framed, `timing`) and, on ``link``, the seconds they and the step's fixed exchanges
+    and collectives take."""
     if machines < 1 or workers_per_machine < 1:
         raise ValueError(f"machines and workers_per_machine must be >= 1, "
                          f"got {machines} and {workers_per_machine}")
+    servers = servers or max(machines, 1)
     rows = [{"name": v.name, "kind": v.kind} for v in variables]
-    totals = {}
+    totals, wire, seconds = {}, {}, {}
     for mode in MODES:
-        placements = plan_placement(variables, mode, max(machines, 1), config, machines,
-                                    workers_per_machine)
+        placements = plan_placement(variables, mode, servers, config, machines,
+                                    workers_per_machine, link)
         send_total = recv_total = 0.0
         for row, vp in zip(rows, placements):
             send, recv = variable_traffic(vp.variable, vp.placement, machines,
@@ -87,16 +101,53 @@ def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_mach
             send_total += send
             recv_total += recv
         totals[mode] = (send_total, recv_total)
-    recommended, reason = recommend(variables, totals)
+        if machines > 1:
+            crossings = step_crossings(placements, machines, workers_per_machine, servers,
+                                       config)
+            wire[mode] = wire_bytes(max(totals[mode]), crossings)
+            if link is not None:
+                seconds[mode] = link.seconds(wire[mode], *fixed_costs(placements))
+    recommended, reason = recommend(variables, totals, seconds)
     return CostEstimate(machines, workers_per_machine, config.local_aggregation,
-                        pd.DataFrame(rows), totals, recommended, reason)
+                        pd.DataFrame(rows), totals, recommended, reason, wire, seconds, link)
 
 
-def recommend(variables: Sequence[VariableTrace], totals) -> Tuple[str, str]:
-    """The mode moving the fewest bytes (the larger direction counts); ties go to HYBRID,
-    which itself falls back to AR without sparse and to PS without dense variables."""
+def step_crossings(placements, machines: int, workers: int, servers: int,
+                   config: Config) -> float:
+    """Tensors crossing between a machine's ranks and other machines' servers per step."""
+    on_servers = [vp for vp in placements if vp.placement == PS]
+    if not on_servers:
+        return 0.0
+    dense = sum(server_crossings(machines, workers, 1, False) / 2      # a pull, a push
+                for vp in on_servers if vp.variable.kind != "sparse")
+    if config.pack_pulls:
+        return dense + server_crossings(machines, workers, servers, True)
+    return dense + sum(server_crossings(machines, workers, len(vp.partitions), False)
+                       for vp in on_servers if vp.variable.kind == "sparse")
+
+
+def fixed_costs(placements) -> Tuple[int, int]:
+    """(rounds of server exchanges, grouped collectives) of one step under ``placements``."""
+    rounds = 2 if any(vp.placement == PS for vp in placements) else 0
+    on_allreduce = [vp for vp in placements if vp.placement == ALLREDUCE
+                    and vp.variable.kind != "unused"]
+    dense = any(vp.variable.kind == "dense" or vp.dense_sync for vp in on_allreduce)
+    gathered = any(vp.variable.kind == "sparse" and not vp.dense_sync for vp in on_allreduce)
+    return rounds, int(dense) + int(gathered)
+
+
+def recommend(variables: Sequence[VariableTrace], totals, seconds=None) -> Tuple[str, str]:
+    """The mode whose step takes least time on the link where it is known, else the one
+    moving the fewest bytes (the larger direction counts); ties go to HYBRID, which itself
+    falls back to AR without sparse and to PS without dense variables."""
     from .placement import effective_mode
 
+    if seconds:
+        best = min(PREFERENCE, key=lambda mode: (round(seconds[mode], 9),
+                                                 PREFERENCE.index(mode)))
+        mode, fallback = effective_mode(best, variables)
+        return mode, fallback or f"least time per step on the link ({seconds[best] * 1e3:.2f} " \
+                                 f"ms, {format_bytes(max(totals[best]))} per machine)"
     best = min(PREFERENCE, key=lambda mode: (max(totals[mode]), PREFERENCE.index(mode)))
     mode, fallback = effective_mode(best, variables)
     moved = max(totals[best])

@@ -11,6 +11,7 @@ from ..render import render
 from .cost import CostEstimate, estimate, format_bytes
 from .memory import MemoryPlan, memory_plan
 from .placement import VariablePlacement, effective_mode, plan_placement, server_loads
+from .timing import DEFAULT_LINK, Link, link_from
 from .trace import GradientTrace, VariableTrace
 
 COLUMNS = ("name", "shape", "dtype", "bytes", "kind", "alpha", "placement", "partitions",
@@ -33,6 +34,7 @@ class AnalysisReport:
     workers_per_machine: int
     sparse_update: str = ""    # which update the sparse variables get (row_updates.row_rule)
     slot_counts: Dict[str, int] = dataclasses.field(default_factory=dict)  # optimizer slots
+    one_machine: bool = False  # the machines are host labels of one real machine (no link)
 
     @property
     def variables(self) -> Tuple[VariableTrace, ...]:
@@ -65,9 +67,18 @@ class AnalysisReport:
         return self.recommended_mode if self.config.mode == AUTO_MODE else self.config.mode
 
     @property
+    def link(self) -> Optional[Link]:
+        """What the planner prices a step's traffic with: ``Config.link`` (or the
+        documented default, `analysis.timing`) between machines; None on one machine,
+        where placement counts bytes."""
+        if self.machines <= 1 or self.one_machine:
+            return None
+        return link_from(self.config.link) or DEFAULT_LINK
+
+    @property
     def placements(self) -> Tuple[VariablePlacement, ...]:
         return plan_placement(self.variables, self._asked_mode, self.servers, self.config,
-                              self.machines, self.workers_per_machine)
+                              self.machines, self.workers_per_machine, self.link)
 
     def memory(self, mode: Optional[str] = None) -> MemoryPlan:
         """Bytes of variables, optimizer slots and dense gradients per rank and per server,
@@ -112,16 +123,27 @@ class AnalysisReport:
         """This report planned for the devices of ``selection``: its hosts are the machines
         (one parameter server each unless ``servers`` says), and the busiest host's device
         count is the ranks per machine, as `px.train` will run it."""
+        from urllib.parse import urlparse
+
         hosts = selection.by_host()
-        return self.replan(mode=mode, servers=servers or len(hosts), partitions=partitions,
-                           machines=len(hosts),
-                           workers_per_machine=max(len(d) for d in hosts.values()))
+        addresses = {urlparse(d.worker).hostname for d in selection.devices}
+        return dataclasses.replace(
+            self.replan(mode=mode, servers=servers or len(hosts), partitions=partitions,
+                        machines=len(hosts),
+                        workers_per_machine=max(len(d) for d in hosts.values())),
+            one_machine=len(addresses) == 1)
+
+    def with_link(self, link: Optional[Link]) -> "AnalysisReport":
+        """This report priced on ``link`` (a measured one; None: the default)."""
+        return dataclasses.replace(self, config=self.config.replace(link=link))
 
     def estimate(self, machines: Optional[int] = None,
                  workers_per_machine: Optional[int] = None) -> CostEstimate:
         """Bytes per machine per step under HYBRID, PS and AR (see analysis/cost.py)."""
-        return estimate(self.variables, machines or self.machines,
-                        workers_per_machine or self.workers_per_machine, self.config)
+        report = self.replan(machines=machines, workers_per_machine=workers_per_machine)
+        return estimate(self.variables, report.machines, report.workers_per_machine,
+                        self.config, report.link,
+                        self.servers if report.machines == self.machines else None)
 
     @property
     def recommended_mode(self) -> str:

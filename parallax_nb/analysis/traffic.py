@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
+from .timing import PACKED_CROSSINGS, UNPACKED_CROSSINGS
 from .trace import VariableTrace
 
 ALLREDUCE = "allreduce"
@@ -40,6 +41,17 @@ def variable_traffic(v: VariableTrace, placement: str, machines: int, workers: i
         pushes = 0.0 if v.kind == "unused" else (1 if local_aggregation else g) * v.bytes
     moved = (m - 1) / m * (pulls + pushes)
     return moved, moved
+
+
+def server_crossings(machines: int, workers: int, servers: int, packed: bool) -> float:
+    """Tensors a machine's ranks send to or get from servers on other machines per step
+    (each way, averaged over machines; `timing` frames each): packed, a fixed number per
+    server (the ids and rows of the pull, the push), else per partition of every lookup
+    (``servers`` is then the variable's partitions)."""
+    if machines <= 1:
+        return 0.0
+    remote = servers * (machines - 1) / machines
+    return workers * remote * (PACKED_CROSSINGS if packed else UNPACKED_CROSSINGS)
 
 
 def format_bytes(n: float) -> str:

@@ -38,6 +38,7 @@ class ParallaxCluster:
         self._owned_cluster = owned_cluster
         self.host_labels = dict(host_labels or {})
         self._devices = None
+        self._links = {}
 
     # -- what is there ------------------------------------------------------------------------
     def devices(self, refresh: bool = False):
@@ -55,6 +56,18 @@ class ParallaxCluster:
                 for d in self.devices(refresh=refresh)]
         return pd.DataFrame(rows, columns=["host", "worker", "kind", "device", "name",
                                            "memory_total", "memory_used", "utilization", "key"])
+
+    def measure_link(self, select: Selector = None, *, refresh: bool = False):
+        """The link between the first two machines of the selection (`cluster.link`):
+        round trip and bandwidth, measured once per pair of machines and kept; None when the
+        selected workers share one machine. What ``Config(link="measure")`` plans with."""
+        from .link import measure_link
+
+        selection = self.resolve(select)
+        key = tuple(sorted({d.worker for d in selection.devices}))
+        if refresh or key not in self._links:
+            self._links[key] = measure_link(self.client, selection)
+        return self._links[key]
 
     def check(self, select: Selector = None, *, quick: bool = False, timeout=None):
         """Whether every worker can run ranks: a `CheckResult` table (see `px.check`)."""

@@ -102,15 +102,16 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     import parallax_nb as px
 
     plan, workload = bench.plan, bench.plan.workloads[model]
-    config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size,
-                       warm_start=plan.warm_start)
+    report = planned_report(bench, model, mode, select, bandwidth)
+    config = px.Config(mode=mode_of(mode), steps=plan.steps, batch_size=workload.batch_size,
+                       warm_start=plan.warm_start, placement=report.config.placement)
     log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
     shaped_at, run = None, None
     if sim:
         sim.shape(None)
     try:
         run = px.train(bench.programs[model], cluster=cluster, select=select, config=config,
-                       report=bench.reports[model])
+                       report=report)
         with log:
             if sim:
                 shaped_at = _shape_while_measured(run, sim, bandwidth, plan)
@@ -207,6 +208,34 @@ def simulated_machines(bench: Bench) -> Optional[str]:
     return None
 
 
+BY_BYTES = "HYBRID_BYTES"   # HYBRID placed by bytes alone: the placement before #24's time model
+
+
+def mode_of(configuration: str) -> str:
+    return "HYBRID" if configuration == BY_BYTES else configuration
+
+
+def planned_report(bench, model: str, configuration: str, selection, bandwidth=None):
+    """The model's analysis as the run plans it: priced on the shaped link (its rate, the
+    default exchange and collective costs), and for BY_BYTES with every variable pinned
+    where the bytes-only rule puts it (`Config.placement`)."""
+    from parallax_nb.analysis.placement import plan_placement
+    from parallax_nb.analysis.timing import DEFAULT_LINK
+
+    report = bench.reports[model]
+    if bandwidth and selection is not None:
+        report = report.with_link(dataclasses.replace(
+            DEFAULT_LINK, bytes_per_second=netns.rate_bits(bandwidth) / 8,
+            source=f"tc rate {bandwidth}"))
+    if configuration != BY_BYTES or selection is None:
+        return report
+    placed = report.for_selection(selection)
+    by_bytes = plan_placement(placed.variables, "HYBRID", placed.servers, placed.config,
+                              placed.machines, placed.workers_per_machine, link=None)
+    pinned = {vp.variable.name: vp.placement for vp in by_bytes if vp.variable.kind == "sparse"}
+    return dataclasses.replace(report, config=report.config.replace(placement=pinned))
+
+
 def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwidth) -> dict:
     result = sdk_run(bench, sim.cluster, model, mode, selection, sim=sim, bandwidth=bandwidth)
     result["examples_per_step"] = machines * per_host * bench.plan.workloads[model].batch_size
@@ -219,8 +248,9 @@ def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwi
     result["wire"] = {host: moved for host, moved in result["wire"].items() if host in used}
     # Bytes are compared for the mode that really ran (HYBRID runs as AR without sparse
     # variables).
-    result["predicted"] = traffic.predicted_per_host(bench.reports[model], result["ran_as"],
-                                                     machines, per_host)
+    report = planned_report(bench, model, mode, selection, bandwidth).for_selection(selection)
+    result["predicted"] = traffic.predicted_per_host(report, result["ran_as"], machines,
+                                                     per_host)
     result["accounted"] = traffic.accounted_per_host(per_host_frame, machines, per_host)
     result["wire_vs_predicted"] = traffic.compare(result["wire"], result["predicted"])
     result["accounted_vs_predicted"] = traffic.compare(result["accounted"],

@@ -156,6 +156,32 @@ def summarise(records: List[dict]) -> List[dict]:
     return rows
 
 
+def lowest_ratios(records: List[dict]) -> List[str]:
+    """Per workload, the lowest HYBRID/AR over all cells (1 and 2 ranks, every repeat; the
+    issue's bar: >= 1.0), and the same for HYBRID unpacked (before #24)."""
+    def rate(model, config, ranks, repeat, pulls="packed"):
+        return next((r["examples_per_sec"] for r in records if r["model"] == model and
+                     r["config"] == config and r["ranks"] == ranks and r["repeat"] == repeat
+                     and r["optimizer"] == "model's" and r.get("pulls", "packed") == pulls
+                     and r["status"] == "ok"), None)
+
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in records):
+        repeats = sorted({r["repeat"] for r in records if r["model"] == model})
+        for label, cells in (
+                ("HYBRID/AR", [(ranks, k, rate(model, "HYBRID", ranks, k), rate(model, "AR",
+                                                                                 ranks, k))
+                               for ranks in (1, 2) for k in repeats]),
+                ("HYBRID unpacked/AR", [(2, k, rate(model, "HYBRID", 2, k, "unpacked"),
+                                         rate(model, "AR", 2, k)) for k in repeats])):
+            ratios = [(h / a, ranks, k) for ranks, k, h, a in cells if h and a]
+            if ratios:
+                low, ranks, k = min(ratios)
+                lines.append(f"- {model}: lowest {label} {low:.2f} ({ranks} rank(s), repeat "
+                             f"{k}) over {len(ratios)} cell(s)")
+    return lines
+
+
 def markdown(results: dict) -> str:
     machine = results["machine"]
     lines = [f"# Step path ({results['variant']}): {machine['date']}, {machine['nproc']} cores "
@@ -173,6 +199,7 @@ def markdown(results: dict) -> str:
                      f"{row['HYBRID_2_over_AR_2']:.2f} | "
                      f"{row['HYBRID_2_unpacked_over_AR_2']:.2f} | "
                      f"{row['keras_sgd_over_adagrad']:.2f} |")
+    lines += [""] + lowest_ratios(results["runs"])
     lines += ["", "Per-phase breakdown (ms per step, median over the window, slowest rank; "
                   "last repeat):", ""]
     phases = sorted({p for r in results["runs"] for p in (r.get("phases_ms") or {})})

@@ -89,10 +89,13 @@ def accounted_per_host(per_host: pd.DataFrame, machines: int, ranks_per_machine:
 
 
 def predicted_per_host(report, mode: str, machines: int, ranks_per_machine: int) -> dict:
-    """The cost model's bytes per machine per step for ``mode``."""
-    send, recv = report.estimate(machines=machines,
-                                 workers_per_machine=ranks_per_machine).totals[mode]
-    return {"sent": float(send), "received": float(recv)}
+    """The cost model's bytes on the wire per machine per step for ``mode``: the payload,
+    framed (TCP segment headers, a message per tensor crossing to a server;
+    `parallax_nb.analysis.timing`)."""
+    estimate = report.estimate(machines=machines, workers_per_machine=ranks_per_machine)
+    send, recv = estimate.totals[mode]
+    framing = estimate.wire[mode] - max(send, recv) if mode in estimate.wire else 0.0
+    return {"sent": float(send + framing), "received": float(recv + framing)}
 
 
 def compare(measured: Dict[str, dict], predicted: dict) -> Dict[str, dict]:

@@ -55,6 +55,9 @@ class Plan:
     # pay for spares (a TensorFlow import each, on the same 2 cores as the measured steps)
     # that mostly go unused when the cluster closes.
     warm_start: bool = True
+    # Place by time on each run's shaped link (its rate, the default exchange and collective
+    # costs; Config.link). Off here: this benchmark compares the paper's own rule, by bytes.
+    priced_on_link: bool = False
 
 
 PLANS = {
@@ -216,14 +219,15 @@ def mode_of(configuration: str) -> str:
 
 
 def planned_report(bench, model: str, configuration: str, selection, bandwidth=None):
-    """The model's analysis as the run plans it: priced on the shaped link (its rate, the
-    default exchange and collective costs), and for BY_BYTES with every variable pinned
-    where the bytes-only rule puts it (`Config.placement`)."""
+    """The model's analysis as the run plans it: placed by time on the shaped link (its
+    rate, the default exchange and collective costs) where the plan says so, and for
+    BY_BYTES with every variable pinned where the bytes-only rule puts it
+    (`Config.placement`)."""
     from parallax_nb.analysis.placement import plan_placement
     from parallax_nb.analysis.timing import DEFAULT_LINK
 
     report = bench.reports[model]
-    if bandwidth and selection is not None:
+    if bandwidth and selection is not None and bench.plan.priced_on_link:
         report = report.with_link(dataclasses.replace(
             DEFAULT_LINK, bytes_per_second=netns.rate_bits(bandwidth) / 8,
             source=f"tc rate {bandwidth}"))

@@ -438,7 +438,8 @@ def main(argv=None) -> int:
     bench_plan = paper_comparison.Plan(
         plan.workloads, ranks=(), steps=plan.steps, warmup=plan.warmup, repeats=0,
         multihost_models=tuple(plan.workloads), multihost_repeats=1, shapes=plan.shapes,
-        bandwidths=(), run_timeout=plan.run_timeout, warm_start=plan.warm_start)
+        bandwidths=(), run_timeout=plan.run_timeout, warm_start=plan.warm_start,
+        priced_on_link=True)
     links: List[dict] = []
     bench = None
     if "network" in parts:

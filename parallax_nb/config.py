@@ -91,12 +91,14 @@ class Config:
     placement: ``{variable name: "ps" | "allreduce"}`` overrides where a variable lives
         in HYBRID (by default, where the cost model says it costs least; the analysis
         report says why for each variable).
-    link: what a step's traffic costs in time between machines, which HYBRID's placement
-        weighs (`parallax_nb.analysis.timing`): None, a documented default (10 Gbit/s, 1.3
-        ms per round of server exchanges, 1 ms per collective); ``"measure"``, measured on
-        the selected workers before the run (`ParallaxCluster.measure_link`, kept per
-        cluster); or a ``px.Link`` / a dict of its fields. On one machine placement counts
-        bytes, whatever this says.
+    link: the link between machines, for placement by time (`parallax_nb.analysis.timing`):
+        ``"measure"``, measured on the selected workers before the run
+        (`ParallaxCluster.measure_link`, kept per cluster), or a ``px.Link`` / a dict of its
+        fields; then HYBRID and AR place each table where its step costs less time, and the
+        estimate recommends the fastest mode. None (the default): placement counts bytes,
+        and the estimate and the `why` column give times on the documented default link
+        (10 Gbit/s, 1.3 ms per round of server exchanges, 1 ms per collective). On one
+        machine placement counts bytes, whatever this says.
     local_aggregation: combine the sparse gradients of all ranks on one host before they
         go to the servers, so each host sends one gradient per step.
     pack_pulls: fetch every row a step looks up from one server as one exchange (the ids of

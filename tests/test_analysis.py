@@ -144,10 +144,10 @@ def test_estimate_totals_and_recommendation_for_the_language_model():
     assert "least time per step on the link" in str(estimate) and "0.01 Gbit/s" in str(estimate)
     placed = report.replan(machines=4, workers_per_machine=2, servers=4).placements
     assert {vp.placement for vp in placed if vp.variable.kind == "sparse"} == {"ps"}
-    # 10 Gbit/s (the default link): 160 KB tables densified cost less than two exchanges
+    # 10 Gbit/s: 160 KB tables densified cost less than the servers' two exchanges
     fast = report.replan(machines=4, workers_per_machine=2, servers=4)
-    fast = dataclasses.replace(fast, config=fast.config.replace(link=None))
-    assert fast.link == px.Link(10e9 / 8, 1.3e-3, 1e-3)
+    fast = dataclasses.replace(fast, config=fast.config.replace(
+        link=px.Link(10e9 / 8, 1.3e-3, 1e-3)))
     for vp in fast.placements:
         if vp.variable.kind == "sparse":
             assert vp.placement == "allreduce" and vp.dense_sync, vp.reason
@@ -156,9 +156,20 @@ def test_estimate_totals_and_recommendation_for_the_language_model():
     estimate = fast.estimate()
     assert estimate.seconds["HYBRID"] == estimate.seconds["AR"] < estimate.seconds["PS"]
     assert estimate.recommended == "HYBRID"      # ties go to HYBRID
-    # one real machine with host labels: bytes, as before
+    # no link given: bytes place and recommend; the default link prices, for information
+    default = dataclasses.replace(fast, config=fast.config.replace(link=None))
+    assert default.link is None and default.pricing_link == px.Link(10e9 / 8, 1.3e-3, 1e-3)
+    assert all(vp.placement == "ps" for vp in default.placements
+               if vp.variable.kind == "sparse")
+    reason = next(vp.reason for vp in default.placements if vp.variable.kind == "sparse")
+    assert reason.startswith("sparse (alpha 0.0162); servers move no more bytes: ")
+    assert " ms on the default link, before the servers' exchanges" in reason
+    estimate = default.estimate()
+    assert estimate.recommended == "HYBRID" and "fewest bytes" in estimate.reason
+    assert estimate.seconds["HYBRID"] > 0 and "priced on 10 Gbit/s" in str(estimate)
+    # one real machine with host labels: bytes, and no time
     labelled = dataclasses.replace(fast, one_machine=True)
-    assert labelled.link is None
+    assert labelled.link is None and labelled.pricing_link is None
     assert all(vp.placement == "ps" for vp in labelled.placements
                if vp.variable.kind == "sparse")
 

@@ -78,11 +78,13 @@ class CostEstimate:
 
 
 def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_machine: int,
-             config: Config, link: Optional[Link] = None,
-             servers: Optional[int] = None) -> CostEstimate:
+             config: Config, link: Optional[Link] = None, servers: Optional[int] = None,
+             pricing: Optional[Link] = None) -> CostEstimate:
     """Bytes per machine and step for each mode; between machines also the wire bytes
-    (framed, `timing`) and, on ``link``, the seconds they and the step's fixed exchanges
-    and collectives take."""
+    (framed, `timing`) and, on ``link`` (else ``pricing``), the seconds they and the step's
+    fixed exchanges and collectives take. Placed, and recommended, by time on ``link``
+    where it is given, else by bytes."""
+    pricing = link or pricing
     if machines < 1 or workers_per_machine < 1:
         raise ValueError(f"machines and workers_per_machine must be >= 1, "
                          f"got {machines} and {workers_per_machine}")
@@ -91,7 +93,7 @@ def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_mach
     totals, wire, seconds = {}, {}, {}
     for mode in MODES:
         placements = plan_placement(variables, mode, servers, config, machines,
-                                    workers_per_machine, link)
+                                    workers_per_machine, link, pricing)
         send_total = recv_total = 0.0
         for row, vp in zip(rows, placements):
             send, recv = variable_traffic(vp.variable, vp.placement, machines,
@@ -105,11 +107,12 @@ def estimate(variables: Sequence[VariableTrace], machines: int, workers_per_mach
             crossings = step_crossings(placements, machines, workers_per_machine, servers,
                                        config)
             wire[mode] = wire_bytes(max(totals[mode]), crossings)
-            if link is not None:
-                seconds[mode] = link.seconds(wire[mode], *fixed_costs(placements))
-    recommended, reason = recommend(variables, totals, seconds)
+            if pricing is not None:
+                seconds[mode] = pricing.seconds(wire[mode], *fixed_costs(placements))
+    recommended, reason = recommend(variables, totals, seconds if link is not None else None)
     return CostEstimate(machines, workers_per_machine, config.local_aggregation,
-                        pd.DataFrame(rows), totals, recommended, reason, wire, seconds, link)
+                        pd.DataFrame(rows), totals, recommended, reason, wire, seconds,
+                        pricing)
 
 
 def step_crossings(placements, machines: int, workers: int, servers: int,

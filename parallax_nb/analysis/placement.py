@@ -1,15 +1,18 @@
 """Where each variable lives: replicated (AllReduce) or on parameter servers, how split, and why.
 
 Sparsity is found by gradient type (the paper's rule, `trace`); where a sparse variable then
-lives is decided by what its step costs. Between machines that is time (`timing`): its bytes
-on the link either way, plus the fixed costs it adds or saves: the servers' two rounds of
-exchanges per step (paid once, however many variables are there) and one per grouped
-collective (a small table joining the dense AllReduce adds none). So every table may leave the
-servers where they would save less than their exchanges cost. On one machine (processes that
-share it, whatever their host labels) it is bytes (`traffic`): on the servers unless AllReduce
-moves fewer, e.g. a small table every step touches whole (a position embedding), which is
-AllReduced as a dense gradient. ``Config(placement={name: "ps"|"allreduce"})`` overrides it.
-Every placement carries its reason, with the bytes both ways (and the time, between machines).
+lives is decided by what its step costs. By default that is bytes (`traffic`): on the servers
+unless AllReduce moves fewer, e.g. a small table every step touches whole (a position
+embedding), which is AllReduced as a dense gradient. Where the link between machines is known
+(``Config(link=...)``: given, or measured on the selected cluster), it is time (`timing`):
+its bytes on the link either way, plus the fixed costs it adds or saves: the servers' two
+rounds of exchanges per step (paid once, however many variables are there) and one per
+grouped collective (a small table joining the dense AllReduce adds none). So every table may
+leave the servers where they would save less than their exchanges cost. On one machine
+(processes that share it, whatever their host labels) it is always bytes.
+``Config(placement={name: "ps"|"allreduce"})`` overrides it. Every placement carries its
+reason, with the bytes both ways and, between machines, the time (on the documented default
+link where none is known).
 
 A variable on the servers is cut into partitions of contiguous rows, split evenly (the first
 ``rows % P`` partitions get one row more, TensorFlow's "div" strategy). Partitions go to
@@ -74,12 +77,16 @@ def row_splits(rows: int, partitions: int) -> List[Tuple[int, int]]:
 
 def plan_placement(variables: Sequence[VariableTrace], mode: str, servers: int,
                    config: Config, machines: int = 1, workers: int = 1,
-                   link: Optional[Link] = None) -> Tuple[VariablePlacement, ...]:
+                   link: Optional[Link] = None, pricing: Optional[Link] = None
+                   ) -> Tuple[VariablePlacement, ...]:
     """Place every variable for ``mode`` on ``servers`` parameter-server tasks, for
-    ``machines`` x ``workers`` ranks; by time on ``link`` between machines, else by bytes."""
+    ``machines`` x ``workers`` ranks; by time on ``link`` between machines, else by bytes
+    (with what each costs on ``pricing`` in its reason)."""
     check_names(variables, config)
     mode, _ = effective_mode(mode, variables)
-    decided = {v.index: _decide(v, mode, config, machines, workers) for v in variables}
+    pricing = pricing if machines > 1 else None
+    decided = {v.index: _decide(v, mode, config, machines, workers, pricing)
+               for v in variables}
     if link is not None and machines > 1 and mode in ("HYBRID", "AR"):
         decided.update(_decide_by_time(variables, mode, config, machines, workers, servers,
                                        link))
@@ -101,8 +108,9 @@ def plan_placement(variables: Sequence[VariableTrace], mode: str, servers: int,
     return tuple(placed)
 
 
-def _decide(v: VariableTrace, mode: str, config: Config, machines: int, workers: int):
-    """(placement, reason, dense_sync) of one variable."""
+def _decide(v: VariableTrace, mode: str, config: Config, machines: int, workers: int,
+            pricing: Optional[Link] = None):
+    """(placement, reason, dense_sync) of one variable, by bytes."""
     kind = f"sparse (alpha {v.alpha:.3g})" if v.kind == "sparse" else \
         f"dense: {v.dense_note or 'its gradient is a whole-variable tensor'}" \
         if v.kind == "dense" else "unused: no gradient, not trained"
@@ -120,6 +128,10 @@ def _decide(v: VariableTrace, mode: str, config: Config, machines: int, workers:
     how = "as a dense gradient" if dense_sync else "allgathered"
     costs = (f"{format_bytes(ps)} per step on the servers, {format_bytes(allreduce)} "
              f"by AllReduce ({how})")
+    if pricing is not None:
+        costs += (f"; {_ms(pricing.seconds(wire_bytes(ps, 0)))} against "
+                  f"{_ms(pricing.seconds(wire_bytes(allreduce, 0)))} on the {pricing.source} "
+                  f"link, before the servers' exchanges and the collectives")
     override = _lookup_by_name(config.placement or {}, v.name)
     if override is not None:
         return override, f"{kind}; Config.placement ({costs})", \

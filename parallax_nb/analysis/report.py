@@ -68,17 +68,25 @@ class AnalysisReport:
 
     @property
     def link(self) -> Optional[Link]:
-        """What the planner prices a step's traffic with: ``Config.link`` (or the
-        documented default, `analysis.timing`) between machines; None on one machine,
-        where placement counts bytes."""
+        """The link placement weighs time on: ``Config.link`` where it is given or was
+        measured, between machines; None (placement counts bytes) otherwise."""
         if self.machines <= 1 or self.one_machine:
             return None
-        return link_from(self.config.link) or DEFAULT_LINK
+        return link_from(self.config.link)
+
+    @property
+    def pricing_link(self) -> Optional[Link]:
+        """What the estimate and the `why` column price a step with between machines: the
+        known link, else the documented default (`analysis.timing.DEFAULT_LINK`)."""
+        if self.machines <= 1 or self.one_machine:
+            return None
+        return self.link or DEFAULT_LINK
 
     @property
     def placements(self) -> Tuple[VariablePlacement, ...]:
         return plan_placement(self.variables, self._asked_mode, self.servers, self.config,
-                              self.machines, self.workers_per_machine, self.link)
+                              self.machines, self.workers_per_machine, self.link,
+                              self.pricing_link)
 
     def memory(self, mode: Optional[str] = None) -> MemoryPlan:
         """Bytes of variables, optimizer slots and dense gradients per rank and per server,
@@ -143,7 +151,8 @@ class AnalysisReport:
         report = self.replan(machines=machines, workers_per_machine=workers_per_machine)
         return estimate(self.variables, report.machines, report.workers_per_machine,
                         self.config, report.link,
-                        self.servers if report.machines == self.machines else None)
+                        self.servers if report.machines == self.machines else None,
+                        report.pricing_link)
 
     @property
     def recommended_mode(self) -> str:

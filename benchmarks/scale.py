@@ -36,7 +36,8 @@ import signal
 import sys
 import threading
 import time
-from typing import List, Optional, Tuple
+from statistics import median
+from typing import Dict, List, Optional, Tuple
 
 from parallax_nb.config import MODES  # HYBRID, PS, AR
 
@@ -64,6 +65,7 @@ class Plan:
     modes: Tuple[str, ...] = tuple(MODES)    # timed on the scaled links
     reference_modes: Tuple[str, ...] = tuple(MODES)   # timed unshaped: the step here
     warm_start: bool = True                  # Config.warm_start (paper_comparison.Plan)
+    repeats: int = 1                         # rounds of the shaped runs, modes rotated
 
 
 PLANS = {
@@ -110,13 +112,13 @@ def network_bound(plan: Plan, bench: paper_comparison.Bench, links: List[dict]) 
                 selection = paper_comparison.per_host_selection(sim.cluster, machines,
                                                                 per_host)
 
-                def measure(mode, link, **fields):
+                def measure(mode, link, repeat=0, **fields):
                     record = paper_comparison.multihost_run(bench, sim, model, mode, machines,
                                                             per_host, selection, link)
                     return bench.record(**record, part="multihost", model=model, config=mode,
                                         ranks=machines * per_host, hosts=machines,
-                                        ranks_per_host=per_host, bandwidth=link, repeat=0,
-                                        **fields)
+                                        ranks_per_host=per_host, bandwidth=link,
+                                        repeat=repeat, **fields)
 
                 reference = [measure(mode, UNSHAPED, nominal="unshaped")
                              for mode in plan.reference_modes]
@@ -131,24 +133,36 @@ def network_bound(plan: Plan, bench: paper_comparison.Bench, links: List[dict]) 
                                   "nominal": nominal, "link": link,
                                   "step_here_unshaped": here, "accelerator_step": accelerator,
                                   "accelerator": device})
-                    for mode in plan.modes:
-                        measure(mode, link, nominal=nominal)
+                    for repeat in range(plan.repeats):   # each round in another order
+                        turn = repeat % len(plan.modes)
+                        for mode in plan.modes[turn:] + plan.modes[:turn]:
+                            measure(mode, link, repeat, nominal=nominal)
 
 
 def speedups(records: List[dict], links: List[dict]) -> List[dict]:
     """Per (model, shape, nominal link): HYBRID's throughput over AR's against AR's wire
-    bytes over HYBRID's (the issue's bar: the first at least 0.9 of the second)."""
+    bytes over HYBRID's (the issue's bar: the first at least 0.9 of the second); with
+    several rounds, medians, and the HYBRID/AR of each round (``round_ratios``)."""
     rows = []
     for link in links:
-        runs = {r["config"]: r for r in records
-                if r["status"] == "ok" and r["model"] == link["model"]
-                and r["hosts"] == link["hosts"] and r["ranks_per_host"] == link["ranks_per_host"]
-                and r["bandwidth"] == link["link"]}
+        runs: Dict[str, List[dict]] = {}
+        for r in records:
+            if r["status"] == "ok" and r["model"] == link["model"] and \
+                    r["hosts"] == link["hosts"] and \
+                    r["ranks_per_host"] == link["ranks_per_host"] and \
+                    r["bandwidth"] == link["link"]:
+                runs.setdefault(r["config"], []).append(r)
         row = dict(link)
-        for mode, run in runs.items():
-            row[f"{mode}_examples_per_sec"] = run["examples_per_sec"]
-            row[f"{mode}_of_bound"] = run["examples_per_sec"] / bytes_bound(run)
-            row[f"{mode}_wire_bytes"] = _wire_bytes(run)
+        for mode, done in runs.items():
+            row[f"{mode}_examples_per_sec"] = median(r["examples_per_sec"] for r in done)
+            row[f"{mode}_of_bound"] = median(r["examples_per_sec"] / bytes_bound(r)
+                                             for r in done)
+            row[f"{mode}_wire_bytes"] = median(_wire_bytes(r) for r in done)
+        for mode, key in (("HYBRID", "round_ratios"), (BY_BYTES, "by_bytes_round_ratios")):
+            if mode in runs and "AR" in runs:
+                ar = {r["repeat"]: r["examples_per_sec"] for r in runs["AR"]}
+                row[key] = [r["examples_per_sec"] / ar[r["repeat"]] for r in runs[mode]
+                            if r["repeat"] in ar]
         if "HYBRID" in runs and "AR" in runs:
             row["throughput_ratio"] = (row["HYBRID_examples_per_sec"]
                                        / row["AR_examples_per_sec"])
@@ -374,18 +388,21 @@ def write_markdown(results: dict, path: str) -> str:
 
 
 def lowest_ratio_lines(speedups: List[dict]) -> List[str]:
-    """Per workload, the lowest HYBRID/AR over all its cells (the issue's bar: >= 1.0), and
-    the same for HYBRID placed by bytes where it ran."""
+    """Per workload, the lowest HYBRID/AR over all its cells (the issue's bar: >= 1.0; the
+    median of a cell's rounds), and the same for HYBRID placed by bytes where it ran; with
+    each round's ratios, so the noise shows."""
     lines = []
     for model in sorted({r["model"] for r in speedups}):
-        for key, label in (("throughput_ratio", "HYBRID/AR"),
-                           ("by_bytes_ratio", "HYBRID by bytes/AR")):
+        for key, rounds, label in (("throughput_ratio", "round_ratios", "HYBRID/AR"),
+                                   ("by_bytes_ratio", "by_bytes_round_ratios",
+                                    "HYBRID by bytes/AR")):
             cells = [r for r in speedups if r["model"] == model and key in r]
             if cells:
                 low = min(cells, key=lambda r: r[key])
+                each = ", ".join(f"{x:.2f}" for x in low.get(rounds, []))
                 lines.append(f"- {model}: lowest {label} {low[key]:.2f} "
-                             f"({low['hosts']}x{low['ranks_per_host']}, {low['nominal']}) over "
-                             f"{len(cells)} cell(s)")
+                             f"({low['hosts']}x{low['ranks_per_host']}, {low['nominal']}; "
+                             f"rounds {each}) over {len(cells)} cell(s)")
     return lines
 
 
@@ -421,6 +438,8 @@ def main(argv=None) -> int:
                         help="comma-separated subset of its hosts x ranks shapes, e.g. 4x1")
     parser.add_argument("--nominal", default=None,
                         help="comma-separated subset of its nominal links, e.g. 1gbit")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds of the shaped runs, modes rotated (default: the plan's)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -434,6 +453,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # tear the namespaces down
     variant = "quick" if args.quick else "full"
     plan = subset(PLANS[variant], args.models, args.shapes, args.nominal)
+    if args.repeats:
+        plan = dataclasses.replace(plan, repeats=args.repeats)
     started, facts = time.time(), machine_facts()
     bench_plan = paper_comparison.Plan(
         plan.workloads, ranks=(), steps=plan.steps, warmup=plan.warmup, repeats=0,

@@ -218,8 +218,8 @@ def _decide_by_time(variables: Sequence[VariableTrace], mode: str, config: Confi
         elif overrides[v.index] is not None:
             verdict = "Config.placement"
         elif mode == "AR":
-            verdict = (f"AR mode, {'as a dense gradient' if picked == 'densified' else 'allgathered'}"
-                       f" where that costs less time")
+            how = "as a dense gradient" if picked == "densified" else "allgathered"
+            verdict = f"AR mode, {how} where that costs less time"
         elif picked == "ps":
             verdict = (f"its step costs less time on the servers (their 2 exchanges, "
                        f"{_ms(fixed['servers'])}, are shared by the {on_servers} "

@@ -53,7 +53,8 @@ def _listen(host: str, timeout: float) -> int:
     def serve():
         try:
             connection, _ = server.accept()
-        except OSError:
+        except OSError:          # nobody came within the timeout: close and end
+            server.close()
             return
         with connection, server:
             connection.settimeout(timeout)

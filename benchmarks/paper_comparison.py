@@ -94,7 +94,7 @@ class Bench:
 
 
 def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
-            bandwidth: Optional[str] = None) -> dict:
+            bandwidth: Optional[str] = None, report=None) -> dict:
     """Train one configuration to its end (bounded in time); its throughput and bytes.
 
     On simulated machines (``sim``) the links run unshaped while the run starts and are
@@ -105,9 +105,10 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     import parallax_nb as px
 
     plan, workload = bench.plan, bench.plan.workloads[model]
-    report = planned_report(bench, model, mode, select, bandwidth)
+    report = report or planned_report(bench, model, mode, select, bandwidth)
     config = px.Config(mode=mode_of(mode), steps=plan.steps, batch_size=workload.batch_size,
-                       warm_start=plan.warm_start, placement=report.config.placement)
+                       warm_start=plan.warm_start, placement=report.config.placement,
+                       profile=bool(sim))   # every step's phases: the link's calibration
     log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
     shaped_at, run = None, None
     if sim:
@@ -218,19 +219,22 @@ def mode_of(configuration: str) -> str:
     return "HYBRID" if configuration == BY_BYTES else configuration
 
 
-def planned_report(bench, model: str, configuration: str, selection, bandwidth=None):
-    """The model's analysis as the run plans it: placed by time on the shaped link (its
-    rate, the default exchange and collective costs) where the plan says so, and for
+def planned_report(bench, model: str, configuration: str, selection, bandwidth=None,
+                   cluster=None):
+    """The model's analysis as the run plans it: placed by time on the shaped link where the
+    plan says so (its rate; the exchange and collective costs calibrated by the runs
+    finished on these workers, `ParallaxCluster.step_costs`, else the defaults), and for
     BY_BYTES with every variable pinned where the bytes-only rule puts it
     (`Config.placement`)."""
     from parallax_nb.analysis.placement import plan_placement
-    from parallax_nb.analysis.timing import DEFAULT_LINK
+    from parallax_nb.analysis.timing import DEFAULT_LINK, calibrate
 
     report = bench.reports[model]
     if bandwidth and selection is not None and bench.plan.priced_on_link:
-        report = report.with_link(dataclasses.replace(
-            DEFAULT_LINK, bytes_per_second=netns.rate_bits(bandwidth) / 8,
-            source=f"tc rate {bandwidth}"))
+        link = dataclasses.replace(DEFAULT_LINK, bytes_per_second=netns.rate_bits(bandwidth) / 8,
+                                   source=f"tc rate {bandwidth}")
+        report = report.with_link(calibrate(link, cluster.step_costs(selection))
+                                  if cluster is not None else link)
     if configuration != BY_BYTES or selection is None:
         return report
     placed = report.for_selection(selection)
@@ -241,7 +245,9 @@ def planned_report(bench, model: str, configuration: str, selection, bandwidth=N
 
 
 def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwidth) -> dict:
-    result = sdk_run(bench, sim.cluster, model, mode, selection, sim=sim, bandwidth=bandwidth)
+    report = planned_report(bench, model, mode, selection, bandwidth, sim.cluster)
+    result = sdk_run(bench, sim.cluster, model, mode, selection, sim=sim, bandwidth=bandwidth,
+                     report=report)
     result["examples_per_step"] = machines * per_host * bench.plan.workloads[model].batch_size
     per_host_frame = result.pop("per_host", None)
     if result["status"] != "ok":
@@ -252,7 +258,12 @@ def multihost_run(bench, sim, model, mode, machines, per_host, selection, bandwi
     result["wire"] = {host: moved for host, moved in result["wire"].items() if host in used}
     # Bytes are compared for the mode that really ran (HYBRID runs as AR without sparse
     # variables).
-    report = planned_report(bench, model, mode, selection, bandwidth).for_selection(selection)
+    report = report.for_selection(selection)
+    result["priced_on"] = report.link.describe() if report.link is not None else None
+    placed = [vp for vp in report.replan(mode=result["ran_as"]).placements
+              if vp.variable.kind == "sparse"]
+    result["sparse"] = len(placed)
+    result["sparse_on_servers"] = sum(vp.placement == "ps" for vp in placed)
     result["predicted"] = traffic.predicted_per_host(report, result["ran_as"], machines,
                                                      per_host)
     result["accounted"] = traffic.accounted_per_host(per_host_frame, machines, per_host)

@@ -338,6 +338,7 @@ def write_markdown(results: dict, path: str) -> str:
                    else "- | - | - |"))
         lines.append("")
         lines += lowest_ratio_lines(results["speedups"]) + [""]
+        lines += plan_lines(results["runs"])
     if results["summary"]["bytes"]:
         lines += ["Bytes per host per step between machines, measured over predicted (mean "
                   "over hosts, sent and received; in brackets single hosts):", "",
@@ -385,6 +386,17 @@ def write_markdown(results: dict, path: str) -> str:
     lines += [f"FAILED: {r['model']} {r['config']} {r['hosts']}x{r['ranks_per_host']} "
               f"@ {r['bandwidth']}: {r['status']} {r.get('error', '')}" for r in failed]
     return write_lines(lines, path)
+
+
+def plan_lines(runs: List[dict]) -> List[str]:
+    """Where each shaped HYBRID run put the sparse variables, and the link it was priced on
+    (its fixed costs calibrated by the runs before it on the same workers)."""
+    lines = [f"- {r['model']} {r['hosts']}x{r['ranks_per_host']} {r['nominal']}, round "
+             f"{r['repeat']}: HYBRID put {r['sparse_on_servers']} of {r['sparse']} sparse "
+             f"variable(s) on the servers, priced on {r['priced_on']}"
+             for r in runs if r["status"] == "ok" and r["config"] == "HYBRID"
+             and r.get("priced_on") and r["nominal"] != "unshaped"]
+    return (["HYBRID's plan per shaped run:", ""] + lines + [""]) if lines else []
 
 
 def lowest_ratio_lines(speedups: List[dict]) -> List[str]:

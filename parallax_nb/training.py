@@ -64,6 +64,7 @@ def train(program: Program, cluster=None, select=None, config: Optional[Config] 
             selection, mode=config.mode, servers=config.servers, partitions=config.partitions)
         if report.config.link == MEASURE_LINK:
             report = report.with_link(cluster.measure_link(selection))
+        run.add_cleanup(lambda: _record_step_cost(cluster, selection, run))
         if not needs_trials(config, report):
             return launch(run, make_plan(trials, config, report))
     except BaseException as exc:
@@ -97,6 +98,23 @@ def _plan_then_launch(run, trials, config, report, progress: bool) -> None:
             if progress:
                 print(f"run {run.run_id}: the launch failed: {exc}", file=sys.stderr,
                       flush=True)
+
+
+def _record_step_cost(cluster, selection, run) -> None:
+    """A run finished between machines calibrates the link's fixed costs for the next plan
+    on its workers (`ParallaxCluster.step_costs`): the profile's phases of the steps sampled
+    in its second half (``Config.profile``: all of them), when there are some."""
+    if run.status != "finished" or run.analysis is None:
+        return
+    planned = run.analysis.replan(mode=run.mode)
+    if planned.pricing_link is None:      # one machine: no link to calibrate
+        return
+    report = run.report()
+    if report.metrics is None or report.metrics.empty:
+        return
+    cost = planned.step_cost(report.phases(first=int(report.metrics["step"].max()) // 2))
+    if cost is not None:
+        cluster.record_step_cost(selection, cost)
 
 
 def _print_trial(run_id: str):

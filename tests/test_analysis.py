@@ -7,6 +7,7 @@ import parallax_nb as px
 import programs
 from parallax_nb.analysis.cost import variable_traffic
 from parallax_nb.analysis.placement import plan_placement, row_splits, server_loads
+from parallax_nb.analysis.timing import StepCost, calibrate
 from parallax_nb.analysis.trace import VariableTrace
 from parallax_nb.examples import cnn, language_model
 
@@ -167,9 +168,21 @@ def test_estimate_totals_and_recommendation_for_the_language_model():
     estimate = default.estimate()
     assert estimate.recommended == "HYBRID" and "fewest bytes" in estimate.reason
     assert estimate.seconds["HYBRID"] > 0 and "priced on 10 Gbit/s" in str(estimate)
+    # what a run of the bytes plan measured, to calibrate the link: its phases on the link
+    # (pull, push, AllReduce, dispatch), its rounds and collectives, its wire bytes
+    phases = {"input": 9.0, "pull": 2.0, "compute": 50.0, "local_aggregation": 7.0,
+              "push_update": 3.0, "allreduce": 4.0, "apply": 6.0, "host": 1.0}
+    cost = default.step_cost(phases)
+    assert (cost.rounds, cost.collectives) == (2, 1)                # servers; dense AllReduce
+    assert cost.seconds == pytest.approx(0.010)
+    assert cost.wire_bytes == default.estimate().wire["HYBRID"]
+    assert cost.bytes_per_second == 10e9 / 8                       # the default link's
+    assert (fast.step_cost(phases).rounds, fast.step_cost(phases).collectives) == (0, 1)
+    assert default.step_cost({}) is None
     # one real machine with host labels: bytes, and no time
     labelled = dataclasses.replace(fast, one_machine=True)
     assert labelled.link is None and labelled.pricing_link is None
+    assert labelled.step_cost(phases) is None                      # no link to calibrate
     assert all(vp.placement == "ps" for vp in labelled.placements
                if vp.variable.kind == "sparse")
 
@@ -331,6 +344,37 @@ def test_between_machines_each_table_goes_where_its_step_costs_less_time():
                         "collective_seconds": 0})
     with pytest.raises(px.ConfigError, match=r"\['latency'\] are not fields of a link"):
         px.Config(link={"latency": 1})
+
+
+def test_the_runs_calibrate_the_links_fixed_costs_and_move_tables_off_costly_servers():
+    """A run without servers shows what a collective costs, one with servers what a round
+    of exchanges costs; placement by time then plans with them."""
+    link = px.Link(1e9 / 8, 1.3e-3, 1e-3, source="measured")
+    assert calibrate(link, []) is link                              # nothing ran: as measured
+    wire = 1e6                                                      # 8 ms at 1 Gbit/s
+    allreduce = StepCost(rounds=0, collectives=2, wire_bytes=wire, bytes_per_second=1e9 / 8,
+                         seconds=0.008 + 2 * 0.004)
+    servers = StepCost(rounds=2, collectives=1, wire_bytes=wire, bytes_per_second=1e9 / 8,
+                       seconds=0.008 + 0.004 + 2 * 0.040)
+    fitted = calibrate(link, [allreduce, servers])
+    assert fitted.collective_seconds == pytest.approx(0.004)
+    assert fitted.exchange_seconds == pytest.approx(0.040)
+    assert fitted.bytes_per_second == link.bytes_per_second
+    assert fitted.source == "measured; fixed costs from 1 run(s) without servers and 1 with"
+    only_servers = calibrate(link, [servers])                       # the collective as given
+    assert only_servers.exchange_seconds == pytest.approx((0.084 - 0.001) / 2)
+    assert only_servers.collective_seconds == link.collective_seconds
+    # a step faster than its bytes: no negative cost
+    assert calibrate(link, [dataclasses.replace(servers, seconds=0.001)]).exchange_seconds == 0
+    # the 4,096-row lookups of a 100,000-row table: on the servers while an exchange costs
+    # 1.3 ms, allgathered once the runs show 40 ms
+    big = _variable(0, 100_000, 256, alpha=0.04, slices=4096.0, unions=(0.04,))
+    dense = _variable(1, 64, 256, kind="dense", alpha=1.0)
+    before = plan_placement((big, dense), "HYBRID", 4, px.Config(), 4, 1, link)
+    after = plan_placement((big, dense), "HYBRID", 4, px.Config(), 4, 1, fitted)
+    assert before[0].placement == "ps"
+    assert (after[0].placement, after[0].dense_sync) == ("allreduce", False)
+    assert "no variable on the servers: their 2 exchanges per step (80.0" in after[0].reason
 
 
 def test_placement_can_be_overridden_per_variable_and_unknown_names_are_refused():

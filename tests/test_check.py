@@ -14,6 +14,7 @@ import pytest
 import parallax_nb as px
 import programs
 from cluster_tools import cluster_children, wait_for, wait_until_gone
+from parallax_nb.analysis.timing import StepCost
 from parallax_nb.cluster.check import CHECKS, ClusterNotReady, require_ready
 from parallax_nb.cluster.devices import devices_from_probes
 from parallax_nb.cluster.scheduler_view import scheduler_workers
@@ -250,6 +251,13 @@ def test_two_machines_pass_until_a_hostname_resolves_to_loopback():
         assert link.bytes_per_second > 0 and link.exchange_seconds > 1.2e-3   # + a round trip
         assert link.source.startswith("measured ") and " ms round trip" in link.source
         assert cluster.measure_link() is link   # kept per pair of machines
+        # a finished run on these workers calibrates its fixed costs (px.train records one)
+        cluster.record_step_cost(None, StepCost(0, 1, 0.0, link.bytes_per_second, 0.005))
+        calibrated = cluster.measure_link()
+        assert calibrated.collective_seconds == pytest.approx(0.005)
+        assert (calibrated.bytes_per_second, calibrated.exchange_seconds) == \
+            (link.bytes_per_second, link.exchange_seconds)
+        assert cluster.step_costs(cluster.select(count=1)) == []   # kept per worker set
         result = px.check(cluster, quick=True)
         assert result.ok, str(result)
         assert result.machines == 2 and len(result.hosts) == 2

@@ -78,6 +78,11 @@ def test_quick_network_bound_case_on_four_hosts(quick):
         1e9 * link["accelerator_step"] / here, rel=1e-2)
     shaped = [r for r in runs if r["bandwidth"] == link["link"]]
     assert sorted(r["config"] for r in shaped) == ["AR", "HYBRID"]
+    # HYBRID, first on the shaped link, was placed with a collective's cost as the AR run
+    # before it measured it (px.train kept its StepCost on the cluster)
+    (hybrid,) = [r for r in shaped if r["config"] == "HYBRID"]
+    assert hybrid["priced_on"].endswith(
+        f"(tc rate {link['link']}; fixed costs from 1 run(s) without servers and 0 with)")
     checked = {row["mode"] for row in results["summary"]["bytes"]}
     assert checked == {"AR", "HYBRID"}
     for row in results["summary"]["bytes"]:       # 4 hosts: the cost model holds

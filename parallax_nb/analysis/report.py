@@ -8,11 +8,15 @@ import pandas as pd
 
 from ..config import AUTO_MODE, Config
 from ..render import render
-from .cost import CostEstimate, estimate, format_bytes
+from .cost import CostEstimate, estimate, fixed_costs, format_bytes
 from .memory import MemoryPlan, memory_plan
 from .placement import VariablePlacement, effective_mode, plan_placement, server_loads
-from .timing import DEFAULT_LINK, Link, link_from
+from .timing import DEFAULT_LINK, Link, StepCost, link_from
 from .trace import GradientTrace, VariableTrace
+
+# The profile's phases a step spends on the link (`runtime.profile.PHASES`): the rest is the
+# ranks' own work (input, compute, the local aggregation on one machine, the local apply).
+LINK_PHASES = ("pull", "push_update", "allreduce", "host")
 
 COLUMNS = ("name", "shape", "dtype", "bytes", "kind", "alpha", "placement", "partitions",
            "servers", "why")
@@ -87,6 +91,18 @@ class AnalysisReport:
         return plan_placement(self.variables, self._asked_mode, self.servers, self.config,
                               self.machines, self.workers_per_machine, self.link,
                               self.pricing_link)
+
+    def step_cost(self, phases_ms: dict) -> Optional[StepCost]:
+        """What a run of this plan measured, ``phases_ms`` (`RunReport.phases`), as a
+        `StepCost` to calibrate the link with: the pull, push, AllReduce and dispatch
+        phases beside the plan's rounds, collectives and wire bytes. None on one machine."""
+        link = self.pricing_link
+        if link is None or not phases_ms:
+            return None
+        rounds, collectives = fixed_costs(self.placements)
+        seconds = sum(phases_ms.get(p, 0.0) for p in LINK_PHASES) / 1e3
+        return StepCost(rounds, collectives, self.estimate().wire[self._asked_mode],
+                        link.bytes_per_second, seconds)
 
     def memory(self, mode: Optional[str] = None) -> MemoryPlan:
         """Bytes of variables, optimizer slots and dense gradients per rank and per server,

@@ -19,11 +19,19 @@ headers and acknowledgements (fitted to the scale benchmark's link counters: 26 
 4 hosts sent 88 KB per host and step more when each lookup crossed on its own, 120 crossings
 more). A packed exchange with one server is 5 crossings per step: the ids and the rows of
 the pull, the indices, values and counts of the push.
+
+The fixed costs are calibrated by the runs themselves (`calibrate`): every finished run
+between machines leaves a `StepCost`, what its steps spent beyond the ranks' own work
+(the profile's pull, push, AllReduce and dispatch phases) beside the rounds and collectives
+its plan has; runs without servers give the cost of a collective, runs with servers then the
+cost of a round. A round trip and a remote call's dispatch are what an idle link costs; a
+busy server process or a loaded machine costs more, and only the runs show how much.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from typing import Optional
 
 SEGMENT_PAYLOAD = 1448           # TCP payload per segment at MTU 1500 with timestamps
@@ -90,6 +98,47 @@ def link_from(value) -> Optional[Link]:
         return Link(**{"source": "given", **value})
     raise ValueError(f"link={value!r} must be None, 'measure', a parallax_nb.Link or a dict "
                      f"of its fields")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """What one finished run's steps cost on the link, beside what its plan predicted.
+
+    rounds, collectives: the plan's fixed costs (`cost.fixed_costs`); wire_bytes: its framed
+    bytes per machine and step; bytes_per_second: the bandwidth the run had (as planned);
+    seconds: measured per step, every phase but input, compute and the local apply."""
+
+    rounds: int
+    collectives: int
+    wire_bytes: float
+    bytes_per_second: float
+    seconds: float
+
+    @property
+    def fixed_seconds(self) -> float:
+        """The measured seconds the bytes do not explain."""
+        return max(self.seconds - self.wire_bytes / self.bytes_per_second, 0.0)
+
+
+def calibrate(link: Link, costs) -> Link:
+    """``link`` with its fixed costs fitted to runs (`StepCost`s): a collective costs the
+    median over runs without servers of their unexplained time per collective; a round of
+    server exchanges the median over runs with servers of theirs, less their collectives,
+    per round. A cost no run shows keeps ``link``'s figure."""
+    costs = list(costs)
+    collective = [c.fixed_seconds / c.collectives for c in costs
+                  if not c.rounds and c.collectives]
+    collective_seconds = statistics.median(collective) if collective else \
+        link.collective_seconds
+    exchange = [max(c.fixed_seconds - c.collectives * collective_seconds, 0.0) / c.rounds
+                for c in costs if c.rounds]
+    if not collective and not exchange:
+        return link
+    exchange_seconds = statistics.median(exchange) if exchange else link.exchange_seconds
+    return dataclasses.replace(
+        link, exchange_seconds=exchange_seconds, collective_seconds=collective_seconds,
+        source=f"{link.source}; fixed costs from {len(collective)} run(s) without servers "
+               f"and {len(exchange)} with")
 
 
 def wire_bytes(payload: float, crossings: float) -> float:

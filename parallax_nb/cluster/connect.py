@@ -39,6 +39,7 @@ class ParallaxCluster:
         self.host_labels = dict(host_labels or {})
         self._devices = None
         self._links = {}
+        self._step_costs = {}
 
     # -- what is there ------------------------------------------------------------------------
     def devices(self, refresh: bool = False):
@@ -59,15 +60,27 @@ class ParallaxCluster:
 
     def measure_link(self, select: Selector = None, *, refresh: bool = False):
         """The link between the first two machines of the selection (`cluster.link`):
-        round trip and bandwidth, measured once per pair of machines and kept; None when the
-        selected workers share one machine. What ``Config(link="measure")`` plans with."""
+        round trip and bandwidth, measured once per pair of machines and kept, its fixed
+        costs calibrated by the runs finished on these workers (`step_costs`); None when
+        the selected workers share one machine. What ``Config(link="measure")`` plans with."""
+        from ..analysis.timing import calibrate
         from .link import measure_link
 
         selection = self.resolve(select)
-        key = tuple(sorted({d.worker for d in selection.devices}))
+        key = _workers_of(selection)
         if refresh or key not in self._links:
             self._links[key] = measure_link(self.client, selection)
-        return self._links[key]
+        measured = self._links[key]
+        return None if measured is None else calibrate(measured, self.step_costs(selection))
+
+    def record_step_cost(self, select: Selector, cost) -> None:
+        """Keep what a finished run on these workers measured on the link
+        (`analysis.timing.StepCost`); `px.train` records every run between machines."""
+        self._step_costs.setdefault(_workers_of(self.resolve(select)), []).append(cost)
+
+    def step_costs(self, select: Selector = None) -> list:
+        """The `StepCost`s of the runs finished on exactly these workers, oldest first."""
+        return list(self._step_costs.get(_workers_of(self.resolve(select)), ()))
 
     def check(self, select: Selector = None, *, quick: bool = False, timeout=None):
         """Whether every worker can run ranks: a `CheckResult` table (see `px.check`)."""
@@ -194,3 +207,6 @@ def connect(address=None, *, local: Optional[int] = None, slots_per_worker: int 
     return parallax
 
 
+def _workers_of(selection) -> tuple:
+    """What a link measurement and its calibration are kept by: the selected workers."""
+    return tuple(sorted({d.worker for d in selection.devices}))

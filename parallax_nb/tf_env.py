@@ -86,6 +86,26 @@ def trainable_variables(model):
     return list(model.trainable_variables)
 
 
+def rewire_input(op, index: int, tensor) -> None:
+    """Make ``op`` (in a graph being traced) read ``tensor`` as its input ``index``: what a
+    packed pull does to the stand-ins of deferred lookups (`runtime.packed_pulls`).
+    ``Operation._update_input``, private, pinned to 2.18."""
+    op._update_input(index, tensor)   # noqa: SLF001 (no public API)
+
+
+def side_effect_order(op):
+    """How tf.function orders ``op`` among the ops with side effects it makes (automatic
+    control dependencies; `runtime.gathers` keeps a deferred lookup out of their way):
+    whether it is chained, in the order ops were made, with every other such op that uses
+    no resource, and the ids of the resources it uses (ordered with the ops that use them).
+    ``auto_control_deps.op_is_stateful``, private, pinned to 2.18."""
+    tf = tensorflow()
+    from tensorflow.python.framework import auto_control_deps, ops
+
+    resources = {ops.tensor_id(t) for t in op.inputs if t.dtype == tf.resource}
+    return auto_control_deps.op_is_stateful(op) and not resources, resources
+
+
 def ps_handle_variable(shared_name: str, name: str, shape, dtype, device: str,
                        trainable: bool = True, variable_class=None):
     """A real ``tf.Variable`` whose resource is the shared-name handle on ``device``.

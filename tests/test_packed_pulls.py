@@ -1,8 +1,6 @@
 """One exchange per server for a step's lookups (#24), in one process: the packed rows and
-gradients equal the per-lookup gathers', and a step whose ids cannot be known ahead says why
-and gathers as before. (Across processes: test_hybrid, the messages a step sends.)"""
-import re
-
+gradients equal the per-lookup gathers', ids drawn by an op with side effects are drawn once,
+and a lookup whose ids need rows looked up before it is gathered on its own and says why. (Across processes: test_hybrid, the messages a step sends.)"""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,16 +38,14 @@ def gradients(tables, batch, pulls, model=forward):
 
     @tf.function
     def step(batch):
-        lookups = pulls.prefetch(lambda: model(tables, batch)) if pulls else None
         with tf.GradientTape() as tape, \
-                (gathers.replaying(lookups) if lookups else gathers.pulled_rows()) as pulled:
-            if lookups:
-                tape.watch(pulled)
+                (pulls.deferred(tape.watch) if pulls else gathers.pulled_rows()):
             loss = model(tables, batch)
-        grads = tape.gradient(loss, [head] + partitions + (pulled if lookups else []))
+        packed = pulls.lookups if pulls else []
+        grads = tape.gradient(loss, [head] + partitions + [lookup.rows for lookup in packed])
         server = grads[1:4]
-        if lookups:
-            server = server_gradients(tf, partitions, server, lookups, grads[4:])
+        if packed:
+            server = server_gradients(tf, partitions, server, packed, grads[4:])
         return loss, [grads[0]] + [tf.zeros_like(p) if g is None else tf.convert_to_tensor(g)
                                    for g, p in zip(server, partitions)]
 
@@ -76,24 +72,62 @@ def chained(tables, batch):
     ids, _ = batch
     first = tf.nn.embedding_lookup(a, ids % 10)
     then = tf.nn.embedding_lookup(a, tf.cast(tf.abs(first[:, 0, 0]) * 5, tf.int64) % 10)
-    return tf.reduce_sum(then) + tf.reduce_sum(head)
+    return tf.reduce_sum(then ** 2) + tf.reduce_sum(first * head[:4, 0])
 
 
-def drawn(tables, batch):
-    a, _, _, head = tables
-    ids = tf.random.uniform([4], maxval=10, dtype=tf.int64)
-    return tf.reduce_sum(tf.nn.embedding_lookup(a, ids)) + tf.reduce_sum(head)
-
-
-@pytest.mark.parametrize("model, reason", [
-    (chained, "the ids of a lookup from a server table depend on rows looked up before it"),
-    (drawn, r"the ids of a lookup from a server table come from RandomUniformInt \(.*\), an "
-            r"op with side effects that would run twice"),
-])
-def test_ids_that_cannot_be_known_ahead_are_gathered_one_by_one_and_say_why(
-        tables, model, reason):
+def test_a_lookup_whose_ids_need_rows_looked_up_before_it_is_gathered_on_its_own(tables):
     batch = (tf.constant([[1, 2], [3, 4]], tf.int64), tf.constant([1, 2], tf.int32))
     pulls = PackedPulls(lambda table: HERE)
-    loss, grads = gradients(tables, batch, pulls, model)
-    assert pulls.reason is not None and re.fullmatch(reason, pulls.reason)
+    loss, grads = gradients(tables, batch, pulls, chained)
+    plain_loss, plain_grads = gradients(tables, batch, None, chained)
+    assert pulls.reason == ("1 lookup(s) from server tables gathered on their own, one "
+                            "exchange each: their ids depend on rows looked up before them")
+    assert pulls.lookups_per_server == {HERE: 1}
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for packed, plain in zip(grads, plain_grads):
+        np.testing.assert_allclose(packed.numpy(), plain.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_ids_drawn_by_an_op_with_side_effects_are_packed_and_drawn_once(tables):
+    """A candidate sampler, a random draw, a counter: the pass's own ids, computed once."""
+    a, _, _, head = tables
+    draws = tf.Variable(0, dtype=tf.int64)
+
+    def drawn(tables, batch):
+        ids = (batch[0] + draws.assign_add(1)) % 10
+        return tf.reduce_sum(tf.nn.embedding_lookup(a, ids) ** 2) + tf.reduce_sum(head)
+
+    batch = (tf.constant([[1, 2], [3, 4]], tf.int64), tf.constant([1, 2], tf.int32))
+    pulls = PackedPulls(lambda table: HERE)
+    loss, grads = gradients(tables, batch, pulls, drawn)
+    assert int(draws.numpy()) == 1 and pulls.reason is None
+    assert pulls.lookups_per_server == {HERE: 1}
+    draws.assign(0)
+    plain_loss, plain_grads = gradients(tables, batch, None, drawn)
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    np.testing.assert_allclose(grads[1].numpy(), plain_grads[1].numpy(), rtol=1e-6)
+    assert np.abs(grads[1].numpy()).sum() > 0
+
+
+def test_ids_drawn_after_an_effect_on_earlier_rows_are_gathered_on_their_own(tables):
+    """TensorFlow runs ops with side effects in the order they were made (tf.function's
+    automatic control dependencies): ids sampled after a print of deferred rows cannot travel
+    in the exchange those rows wait for."""
+    a, _, _, head = tables
+
+    def printed(tables, batch):
+        first = tf.nn.embedding_lookup(a, batch[0] % 10)
+        tf.print(tf.reduce_sum(first), output_stream="file:///dev/null")
+        sampled, _, _ = tf.random.log_uniform_candidate_sampler(
+            batch[0] % 10, num_true=2, num_sampled=4, unique=True, range_max=10, seed=4)
+        return (tf.reduce_sum(first) + tf.reduce_sum(tf.nn.embedding_lookup(a, sampled) ** 2)
+                + tf.reduce_sum(head))
+
+    batch = (tf.constant([[1, 2], [3, 4]], tf.int64), tf.constant([1, 2], tf.int32))
+    pulls = PackedPulls(lambda table: HERE)
+    loss, grads = gradients(tables, batch, pulls, printed)
+    assert pulls.reason == (
+        "1 lookup(s) from server tables gathered on their own, one exchange each: their ids "
+        "come from an op with side effects that runs after one on rows looked up before them")
+    assert pulls.lookups_per_server == {HERE: 1}
     assert np.isfinite(float(loss)) and np.abs(grads[1].numpy()).sum() > 0

@@ -7,12 +7,9 @@ Keras' ``Embedding``, Keras 3's ``take`` as `keras3` routes it) reaches
 * nothing (the default): gather on the partition's server;
 * `pulled_rows`: the same, and report the rows (the step profile waits for them; validation
   counts them);
-* `collecting`: gather nothing, return zeros of the right shape and note the partition and
-  its ids (`packed_pulls` traces the forward pass this way once, to learn every lookup's ids
-  before the real pass);
-* `replaying`: return the rows `packed_pulls` already fetched for this lookup (one exchange
-  per server for all of them), and note the ids the real pass asked for (the gradient's
-  indices).
+* `deferring`: from a server in another process, gather nothing yet: note the partition
+  and its ids and return a stand-in for the rows, which `packed_pulls` then fetches with one
+  exchange per server for all of them and puts in the stand-in's place.
 
 The modes are set only while a step function is traced, in the rank process.
 """
@@ -21,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import List
+from typing import List, Optional
 
-from ..errors import ProgramError
-from ..tf_env import tensorflow
+from ..tf_env import side_effect_order, tensorflow
 
 _mode = None
 
@@ -73,78 +69,99 @@ def pulled_rows():
 
 @dataclasses.dataclass
 class Lookup:
-    """One gather the forward pass makes: from which partition, with which ids."""
+    """One gather from another process's server that the forward pass deferred: it got a
+    stand-in for its rows, which `packed_pulls` rewires to the rows its server's one exchange
+    brings back."""
 
     table: object                   # the partition (a ServerTable)
-    ids: object                     # the ids, in the graph that traced the lookup
-    packed: bool = False            # its rows come with its server's one exchange
-    rows: object = None             # the rows fetched for it (packed) or gathered (not)
-    real_ids: object = None         # the ids the real pass asked for (replay)
+    ids: object                     # the ids the pass asked for (the gradient's indices)
+    rows: object                    # the stand-in the pass computed with (an Identity)
 
 
-class _Collecting:
-    """Gathers nothing: notes each lookup and gives zeros, so a forward pass can be traced
-    only to learn its ids."""
+AFTER_ROWS = "their ids depend on rows looked up before them"
+AFTER_EFFECT = ("their ids come from an op with side effects that runs after one on rows "
+                "looked up before them")
 
-    def __init__(self):
+
+class _Deferring:
+    """Defers each lookup ``defer(table)`` names whose ids can be known before the deferred
+    rows: it gets a stand-in of the right shape, watched by ``watch`` (the step's tape). A
+    lookup whose ids cannot is gathered where it is made, as is every other, and
+    `gathered_alone` says why."""
+
+    def __init__(self, defer, watch):
+        self.defer, self.watch = defer, watch
         self.lookups: List[Lookup] = []
-        self.fake_rows = set()       # the zeros' ops: ids must not depend on them
+        self.rows: List = []              # the rows gathered where they were made
+        self.gathered_alone: List[str] = []   # why, for each deferrable lookup not deferred
 
     def read(self, table, indices, gather):
         tf = tensorflow()
-        indices = tf.convert_to_tensor(indices)
-        self.lookups.append(Lookup(table, indices))
-        shape = tf.concat([tf.shape(indices, out_type=tf.int32),
-                           tf.constant(table.shape[1:].as_list(), tf.int32)], 0)
-        rows = tf.zeros(shape, table.dtype)
-        rows.set_shape(indices.shape.concatenate(table.shape[1:]))
-        self.fake_rows.add(rows.op)
+        if self.defer(table):
+            indices = tf.convert_to_tensor(indices)
+            why = _why_not_deferred(indices, {lookup.rows.op for lookup in self.lookups})
+            if why is None:
+                return self._stand_in(tf, table, indices)
+            self.gathered_alone.append(why)
+        rows = gather()
+        self.rows.append(rows)
         return rows
 
-
-def collecting():
-    """Trace lookups without gathering (yields the `_Collecting` with their lookups)."""
-    return _in_mode(_Collecting())
-
-
-class _Replaying:
-    """Gives each packed lookup the rows fetched for it, in the order the lookups were
-    collected; gathers the others (on a server in this process) where they are made."""
-
-    def __init__(self, lookups: List[Lookup]):
-        self.lookups = lookups
-        self.next = 0
-        self.rows = [lookup.rows for lookup in lookups if lookup.packed]
-
-    def read(self, table, indices, gather):
-        if self.next >= len(self.lookups) or self.lookups[self.next].table is not table:
-            raise ProgramError(
-                "the model's lookups from server tables changed between two traces of one "
-                "step (a different table or order): model_fn and loss_fn must make the same "
-                "lookups every time they are called; Config(pack_pulls=False) gathers each "
-                "lookup on its own")
-        lookup = self.lookups[self.next]
-        self.next += 1
-        lookup.real_ids = tensorflow().convert_to_tensor(indices)
-        if not lookup.packed:
-            lookup.rows = gather()
-            self.rows.append(lookup.rows)
-        return lookup.rows
-
-    def check_complete(self) -> None:
-        if self.next != len(self.lookups):
-            raise ProgramError(
-                f"the model made {self.next} lookups from server tables in the step but "
-                f"{len(self.lookups)} when its ids were collected: model_fn and loss_fn must "
-                f"make the same lookups every time; Config(pack_pulls=False) gathers each "
-                f"lookup on its own")
+    def _stand_in(self, tf, table, indices):
+        # Not where the lookup is made: embedding_lookup colocates it with the table, i.e.
+        # on the server, where the stand-in would fetch the rows back.
+        graph = tf.compat.v1.get_default_graph()
+        with graph.colocate_with(None, ignore_existing=True), graph.device(None):
+            shape = tf.concat([tf.shape(indices, out_type=tf.int32),
+                               tf.constant(table.shape[1:].as_list(), tf.int32)], 0)
+            stand_in = tf.identity(tf.raw_ops.Empty(shape=shape, dtype=table.dtype))
+        stand_in.set_shape(indices.shape.concatenate(table.shape[1:]))
+        self.watch(stand_in)
+        self.lookups.append(Lookup(table, indices, stand_in))
+        return stand_in
 
 
-@contextlib.contextmanager
-def replaying(lookups: List[Lookup]):
-    """Replay ``lookups``; yields every lookup's rows as the body makes them (what the step
-    profile waits for): the packed ones' from the start."""
-    mode = _Replaying(lookups)
-    with _in_mode(mode):
-        yield mode.rows
-    mode.check_complete()
+def _why_not_deferred(ids, stand_ins) -> Optional[str]:
+    """Why ``ids`` cannot go in the exchange that brings the rows of ``stand_ins`` (None:
+    they can). The exchange waits for the ids, and everything made on those rows waits for
+    the exchange: so the ids must not be computed from those rows, nor by an op with side
+    effects that tf.function runs after one made on them (it orders such ops as they were
+    made: `tf_env.side_effect_order`)."""
+    if not stand_ins:
+        return None
+    before = _ops_reached(ids.op,
+                          follow=lambda op: [t.op for t in op.inputs] + op.control_inputs)
+    if before & stand_ins:
+        return AFTER_ROWS
+    chained, resources = _orders(before)
+    if not chained and not resources:
+        return None
+    after_chained, after_resources = _orders(_ops_reached(
+        *stand_ins, follow=lambda op: [c for t in op.outputs for c in t.consumers()]))
+    return AFTER_EFFECT if (chained and after_chained) or resources & after_resources \
+        else None
+
+
+def _ops_reached(*start, follow) -> set:
+    seen, stack = set(), list(start)
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(follow(op))
+    return seen
+
+
+def _orders(ops):
+    """Whether any of ``ops`` is chained with the ops with side effects, and every resource
+    they use."""
+    chained, resources = False, set()
+    for op in ops:
+        in_chain, used = side_effect_order(op)
+        chained, resources = chained or in_chain, resources | used
+    return chained, resources
+
+
+def deferring(defer, watch):
+    """Defer the lookups ``defer`` names (yields the `_Deferring` with them)."""
+    return _in_mode(_Deferring(defer, watch))

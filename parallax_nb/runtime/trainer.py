@@ -24,7 +24,7 @@ from .checkpoint import CheckpointPolicy, best_directory, manager, step_of, vari
 from .health import finite_flags, nonfinite_ranks
 from .data import endless_batches, named_weights
 from .monitor import Monitor
-from .gathers import pulled_rows, replaying
+from .gathers import pulled_rows
 from .packed_pulls import PackedPulls, server_gradients
 from .profile import StartupClock, collectives_in, phase_times, server_messages, stamp
 from .server_sync import ServerSync
@@ -190,13 +190,11 @@ class Trainer:
         @step_function
         def step(batch):
             stamps = [stamp()] if profile else []
-            lookups = pulls.prefetch(lambda: forward(batch)) if pulls else None
-            packed = [lookup for lookup in lookups if lookup.packed] if lookups else []
-            fetched = [lookup.rows for lookup in packed]
             with tf.GradientTape() as tape, \
-                    (replaying(lookups) if lookups else pulled_rows()) as pulled:
-                tape.watch(fetched)
+                    (pulls.deferred(tape.watch) if pulls else pulled_rows()) as pulled:
                 outputs = forward(batch)
+            packed = pulls.lookups if pulls else []
+            fetched = [lookup.rows for lookup in packed]
             if train_metrics:
                 loss, y, y_pred, weight = outputs
                 train_metrics.update(y, y_pred, weight)
@@ -284,7 +282,7 @@ class Trainer:
                 self.clock.mark("trace")
                 if self.packed_pulls is not None and self.packed_pulls.reason and spec.rank == 0:
                     self.events.send(INFO, rank=spec.rank, message=(
-                        f"each lookup from a server table is its own exchange in this run: "
+                        f"not every lookup from a server table is packed in this run: "
                         f"{self.packed_pulls.reason}"))
                 previous = time.perf_counter() - input_seconds   # the step's time without it
             loss, traffic, keep = self._step(batch)

@@ -283,7 +283,7 @@ def test_two_machines_pass_until_a_hostname_resolves_to_loopback():
 
 # -- the GPU rows, from what dask-cuda workers report (recorded: CI has no GPU) ------------------
 def test_each_gpu_gets_one_rank_whose_cuda_visible_devices_names_it():
-    from parallax_nb.cluster.check import _rank_row, _ranks
+    from parallax_nb.cluster.check.assignment import rank_assignment, rank_row
 
     gpus = [{"index": i, "uuid": f"GPU-{i}aaa", "name": "NVIDIA H100 80GB HBM3",
              "memory_total": 80 * 2**30, "memory_used": 0, "utilization": 0.0}
@@ -293,11 +293,11 @@ def test_each_gpu_gets_one_rank_whose_cuda_visible_devices_names_it():
         "cuda_visible_devices": ",".join([str(i)] + [str(j) for j in range(2) if j != i]),
         "gpus": gpus} for i in range(2)}
     devices = devices_from_probes(probes)
-    ranks, problems = _ranks(devices, None, {}, probes)
+    ranks, problems = rank_assignment(devices, None, {}, probes)
     assert problems == []
     assert sorted(r["cuda_visible_devices"] for r in ranks) == ["GPU-0aaa", "GPU-1aaa"]
     for address, probe in probes.items():
-        status, value, _ = _rank_row(address, ranks, probe)
+        status, value, _ = rank_row(address, ranks, probe)
         mine = [r for r in ranks if r["worker"] == address]
         assert status == "ok" and len(mine) == 1
         assert mine[0]["cuda_visible_devices"] == probe["gpus"][int(

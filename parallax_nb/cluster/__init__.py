@@ -1,5 +1,6 @@
 """The Dask cluster: connection, device inventory, selection."""
-from .connect import ClusterError, ParallaxCluster, connect
+from .connect import ParallaxCluster, connect
+from .errors import ClusterError
 from .devices import Device
 from .selection import Selection, SelectionError
 

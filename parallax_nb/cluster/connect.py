@@ -9,15 +9,11 @@ from typing import Callable, Dict, Optional
 
 import pandas as pd
 
-from ..errors import ParallaxError
 from .devices import devices_from_probes, probe_worker
+from .errors import ClusterError
 from .scheduler_view import scheduler_workers
 from .main_guard import require_main_guard
 from .selection import Selection, Selector, resolve, select
-
-
-class ClusterError(ParallaxError):
-    """The Dask cluster cannot be reached or used."""
 
 
 # How the workers' spare processes (`Config.warm_start`) are started ("start") and ended
@@ -84,9 +80,9 @@ class ParallaxCluster:
 
     def check(self, select: Selector = None, *, quick: bool = False, timeout=None):
         """Whether every worker can run ranks: a `CheckResult` table (see `px.check`)."""
-        from .check import check
+        from .check.run import run_check
 
-        return check(self, select, quick=quick, timeout=timeout)
+        return run_check(self, select, quick=quick, timeout=timeout)
 
     def select(self, *, hosts=None, workers=None, count=None, keys=None, kind=None) -> Selection:
         return select(self.devices(), hosts=hosts, workers=workers, count=count, keys=keys,

@@ -12,7 +12,6 @@ import socket
 import statistics
 import threading
 import time
-from typing import Optional
 from urllib.parse import urlparse
 
 PINGS = 20

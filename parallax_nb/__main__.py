@@ -86,7 +86,7 @@ def run_train(args) -> int:
     from tqdm import tqdm
 
     from .cluster import connect
-    from .launch.run import validation_line
+    from .launch.columns import validation_line
     from .training import train
     from .program import load_program
 

@@ -25,8 +25,17 @@ import dataclasses
 import time
 
 from ..cluster.selection import Selection
-from ..errors import ParallaxError
+from ..errors import ECHO_NONFINITE, ParallaxError
 from .checks import devices_in_use, reserve_devices
+
+
+HOROVOD_SHUTDOWN = "Horovod has been shut down"
+
+
+def is_echo(exc) -> bool:
+    """An error caused by another rank's failure (Horovod shut down under this one, or
+    another rank's non-finite values stopping this one)."""
+    return HOROVOD_SHUTDOWN in str(exc) or ECHO_NONFINITE in str(exc)
 
 
 def may_restart(run, exc=None) -> bool:
@@ -38,12 +47,10 @@ def may_restart(run, exc=None) -> bool:
 def primary(errors):
     """The error that explains an attempt's failure: a loss (the others' errors follow
     from it), else the first that is not another rank's echo, else the first."""
-    from .run import _is_echo
-
     lost = [e for e in errors if getattr(e, "lost", False)]
     if lost:
         return lost[0]
-    causes = [e for e in errors if not _is_echo(e)]
+    causes = [e for e in errors if not is_echo(e)]
     return (causes or errors)[0]
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from ..render import render
 from ..runtime.profile import PHASES
 from ..tuning import PartitionSearch
-from .run import METRIC_COLUMNS, validation_line
+from .columns import METRIC_COLUMNS, validation_line
 
 TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
 

@@ -14,40 +14,13 @@ from typing import Callable, Dict, List, Optional
 
 import pandas as pd
 
-from ..errors import ECHO_NONFINITE, ConfigError, ParallaxError, RankError, RunStopped, \
-    ServerError
+from ..errors import ConfigError, ParallaxError, RankError, RunStopped, ServerError
 from ..events import DONE, INFO, RESTART, STARTED, STARTUP, TOPOLOGY, VALIDATION
-from ..runtime.profile import PHASES
 from . import recovery
+from .columns import METRIC_COLUMNS, VALIDATION_FACTS
 
 PLANNING, STARTING, RUNNING, FINISHED, FAILED, STOPPED = (
     "planning", "starting", "running", "finished", "failed", "stopped")
-METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
-                  "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "peak_rss",
-                  "time"] + \
-    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "server_messages", "collectives"] + \
-    ["attempt"]   # t_*, servers_touched, ...: sampled steps; attempt: 0, 1 after a restart
-# after METRIC_COLUMNS: the compiled metrics of a compile-style program (per rank and window)
-VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_table_reads", "val_seconds",
-                    "best", "stopped", "attempt"]
-
-
-def validation_values(row) -> Dict[str, float]:
-    """The validation values of a row (``val_loss``, ``val_<metric>``), facts left out."""
-    return {k: float(v) for k, v in dict(row).items()
-            if k.startswith("val_") and k not in VALIDATION_FACTS
-            and isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def validation_line(row) -> str:
-    """``validation at step 600 (epoch 2): val_loss 0.4121, val_auc 0.8312``."""
-    row = dict(row)
-    epoch = row.get("epoch")
-    epoch = f" (epoch {int(epoch)})" if epoch is not None and pd.notna(epoch) else ""
-    values = ", ".join(f"{k} {v:.4f}" for k, v in validation_values(row).items())
-    return f"validation at step {int(row['step'])}{epoch}: {values}"
-
-
 class Run:
     """Handle of one training job: ``metrics``, ``status``, ``wait()``, ``stop()``,
     ``result()``, ``restarts``, and ``on_metrics(callback)`` for live views."""
@@ -540,12 +513,7 @@ def lost_worker_error(attempt, worker: str) -> ParallaxError:
     return error
 
 
-HOROVOD_SHUTDOWN = "Horovod has been shut down"
+
+
 WORKER_POLL_SECONDS = 0.25   # how often the client asks the scheduler which workers live
 WAIT_POLL_SECONDS = 0.2      # wait() wakes up this often (Ctrl-C is seen between waits)
-
-
-def _is_echo(exc) -> bool:
-    """An error caused by another rank's failure (Horovod shut down under this one, or
-    another rank's non-finite values stopping this one)."""
-    return HOROVOD_SHUTDOWN in str(exc) or ECHO_NONFINITE in str(exc)

@@ -8,26 +8,12 @@ checks that the result fits the workers' memory (`fit`). Trials are short launch
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional, Tuple
-
 from ..config import AUTO_MODE
+from .decided import Plan
 from .fit import refuse_unfit
 from .progress import Planning, SearchCancelled, Trial
 from .trials import Trials, choose_mode_by_trials, search_partitions_by_trials, \
     searched_variables
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What `launch` starts: the devices, the final config (no "auto" left) and the
-    analysis planned for them, with how the searches decided, as notes for the run."""
-    selection: object
-    config: object
-    report: object
-    mode_choice: Optional[object] = None        # tuning.ModeChoice under mode="auto"
-    partition_search: Optional[object] = None   # tuning.PartitionSearch
-    notes: Tuple[str, ...] = ()
 
 
 def needs_trials(config, report) -> bool:

@@ -19,6 +19,7 @@ from ..config import AUTO
 from ..tuning.mode_search import ModeChoice, choose_mode
 from ..tuning.partition_search import (PartitionSearch, TrialFailed, minimum_partitions,
                                        search_partitions, trial_bound)
+from .decided import Plan
 from .progress import Planning, SearchCancelled
 
 # Bytes a server keeps per byte of a partition: the value and up to two optimizer slots
@@ -44,7 +45,6 @@ class Trials:
         """Seconds per step of a short run of ``config`` (``report``, the analysis, is
         planned here for its mode and partitions)."""
         from ..launch import create_run, launch
-        from . import Plan
 
         trial_config = config.replace(
             steps=config.search_warmup_steps + max(config.search_window_steps, MAX_WINDOW),

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from ...launch.run import validation_line, validation_values
+from ...launch.columns import validation_line, validation_values
 from .phases_view import PhaseBars, StartupView
 
 TOTAL_SERIES = ("step", "examples_per_sec", "step_time", "loss")
@@ -78,7 +78,7 @@ class RunView:
         return points
 
     def validation_text(self) -> str:
-        """The last validation's line (`launch.run.validation_line`), or ""."""
+        """The last validation's line (`launch.columns.validation_line`), or ""."""
         with self._lock:
             if not self.validations:
                 return ""

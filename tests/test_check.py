@@ -82,7 +82,13 @@ def test_the_worker_list_survives_the_clients_own_refresh(healthy):
     client.sync(every, 1)
     try:
         assert all(len(scheduler_workers(client)) == 2 for _ in range(1000))
-        assert any(not client.scheduler_info(n_workers=-1)["workers"] for _ in range(1000))
+        # the race the view survives does happen (how often depends on the machine's load:
+        # look for it for up to 20 s, the view checked each time)
+        deadline, raced = time.monotonic() + 20, False
+        while not raced and time.monotonic() < deadline:
+            assert len(scheduler_workers(client)) == 2
+            raced = not client.scheduler_info(n_workers=-1)["workers"]
+        assert raced
     finally:
         client.sync(every, 2000)
 

@@ -1,6 +1,7 @@
 """Data flows one way: program -> analysis -> plan -> launch -> runtime. The searches
 (`tuning`) are pure functions; `plan` runs them with trial launches; `launch` only launches a
-given plan. These tests read the imports of every module, so a circle fails here."""
+given plan. These tests read the imports of every module, so a circle fails here, between
+layers or between two modules."""
 import ast
 import pathlib
 
@@ -86,3 +87,53 @@ def test_the_layers_import_each_other_without_a_circle():
 
     circles = {layer: path_back(layer, layer, set()) for layer in LAYERS}
     assert {layer: path for layer, path in circles.items() if path} == {}
+
+
+def module_graph():
+    """module -> the parallax_nb modules it imports (``from . import x`` counts as x, not as
+    the package it comes from)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("parallax_nb",) + path.relative_to(PACKAGE).with_suffix("").parts
+        modules[".".join(parts[:-1] if path.name == "__init__.py" else parts)] = path
+    graph = {}
+    for module, path in modules.items():
+        names = imported_modules(path)
+        graph[module] = {n for n in names if n in modules and n != module
+                         and not any(o.startswith(n + ".") and o in modules for o in names)}
+    return graph
+
+
+def circles_in(graph):
+    """Every strongly connected group of more than one node (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for after in graph.get(node, ()):
+            if after not in index:
+                visit(after)
+                low[node] = min(low[node], low[after])
+            elif after in on_stack:
+                low[node] = min(low[node], index[after])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    assert circles_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = module_graph()
+    assert "parallax_nb.cluster.check.run" in graph["parallax_nb.cluster.connect"]
+    assert circles_in(graph) == []

@@ -25,8 +25,9 @@ as soon as they are known. The gradients are the gather's own: the tape's gradie
 respect to each stand-in, with the lookup's ids, as IndexedSlices per partition
 (`server_gradients`), all made on the rank, so the backward pass crosses to no server (the
 pushes are packed per server by `server_sync`). A lookup whose ids depend on rows deferred
-before it cannot wait for them in the same exchange: it is gathered where it is made, on its
-own, and `reason` says so.
+before it, or come from an op with side effects that tf.function orders after one made on
+such rows, cannot travel in the exchange those rows wait for (it would wait for itself): it
+is gathered where it is made, on its own, and `reason` says so (`gathers.deferring`).
 """
 from __future__ import annotations
 
@@ -49,7 +50,11 @@ class PackedPulls:
         self.reason: Optional[str] = None   # why some lookups of the last traced step are
                                             # gathered on their own
         self.lookups: List[Lookup] = []     # the last traced step's packed lookups
-        self.lookups_per_server: dict = {}  # server device -> lookups packed into its message
+
+    @property
+    def lookups_per_server(self) -> dict:
+        """Server device -> how many lookups of the last traced step its message packs."""
+        return dict(collections.Counter(self.device_of(lookup.table) for lookup in self.lookups))
 
     @contextlib.contextmanager
     def deferred(self, watch: Callable[[object], None]):
@@ -69,7 +74,6 @@ class PackedPulls:
             for lookup, rows in zip(group, _exchange(tf, device, group)):
                 rewire_input(lookup.rows.op, 0, rows)
         self.lookups = mode.lookups
-        self.lookups_per_server = {device: len(group) for device, group in by_server.items()}
         alone = mode.gathered_alone
         self.reason = (f"{len(alone)} lookup(s) from server tables gathered on their own, "
                        f"one exchange each: {'; '.join(sorted(set(alone)))}"

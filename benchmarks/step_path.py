@@ -28,11 +28,12 @@ from .throughput import plain_throughput, run_throughput, window
 from .workloads import STEP_PATH, STEP_PATH_QUICK, Workload
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# (mode, ranks, optimizer, pulls): "unpacked" is HYBRID before #24, Config(pack_pulls=False)
+# (mode, ranks, optimizer, pulls): "unpacked" is HYBRID before #24's packing,
+# Config(pack_pulls=False); "waiting" before its overlap, Config(overlap_allreduce=False)
 CONFIGS = (("plain", 1, None, "packed"), ("AR", 1, None, "packed"),
            ("HYBRID", 1, None, "packed"), ("AR", 2, None, "packed"),
            ("HYBRID", 2, None, "packed"), ("HYBRID", 2, None, "unpacked"),
-           ("HYBRID", 1, "sgd", "packed"))
+           ("HYBRID", 2, None, "waiting"), ("HYBRID", 1, "sgd", "packed"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,10 @@ def sdk_run(cluster, program, workload, plan, mode, ranks, pulls="packed") -> di
         options["pack_pulls"] = pulls == "packed"
     elif pulls == "unpacked":
         return {"status": "skipped", "error": "this parallax_nb always gathers per lookup"}
+    if "overlap_allreduce" in fields:
+        options["overlap_allreduce"] = pulls != "waiting"
+    elif pulls == "waiting":
+        return {"status": "skipped", "error": "this parallax_nb's AllReduce always waits"}
     config = px.Config(mode=mode, steps=plan.steps, batch_size=workload.batch_size, **options)
     began = time.time()
     run = px.train(program, cluster=cluster, select=ranks, config=config)
@@ -147,9 +152,11 @@ def summarise(records: List[dict]) -> List[dict]:
         plain, hybrid1, ar2 = rate("plain", 1), rate("HYBRID", 1), rate("AR", 2)
         hybrid2, sgd = rate("HYBRID", 2), rate("HYBRID", 1, "sgd")
         unpacked = rate("HYBRID", 2, pulls="unpacked")
+        waiting = rate("HYBRID", 2, pulls="waiting")
         rows.append({"model": model, "plain": plain, "AR_1": rate("AR", 1), "HYBRID_1": hybrid1,
                      "AR_2": ar2, "HYBRID_2": hybrid2, "HYBRID_2_unpacked": unpacked,
                      "HYBRID_2_unpacked_over_AR_2": unpacked / ar2,
+                     "HYBRID_2_waiting": waiting, "HYBRID_2_waiting_over_AR_2": waiting / ar2,
                      "HYBRID_1_keras_sgd": sgd,
                      "HYBRID_1_over_plain": hybrid1 / plain, "HYBRID_2_over_AR_2": hybrid2 / ar2,
                      "keras_sgd_over_adagrad": sgd / hybrid1})
@@ -158,7 +165,8 @@ def summarise(records: List[dict]) -> List[dict]:
 
 def lowest_ratios(records: List[dict]) -> List[str]:
     """Per workload, the lowest HYBRID/AR over all cells (1 and 2 ranks, every repeat; the
-    issue's bar: >= 1.0), and the same for HYBRID unpacked (before #24)."""
+    issue's bar: >= 1.0), and the same for HYBRID unpacked and waiting (before #24's packing
+    and overlap)."""
     def rate(model, config, ranks, repeat, pulls="packed"):
         return next((r["examples_per_sec"] for r in records if r["model"] == model and
                      r["config"] == config and r["ranks"] == ranks and r["repeat"] == repeat
@@ -173,7 +181,9 @@ def lowest_ratios(records: List[dict]) -> List[str]:
                                                                                  ranks, k))
                                for ranks in (1, 2) for k in repeats]),
                 ("HYBRID unpacked/AR", [(2, k, rate(model, "HYBRID", 2, k, "unpacked"),
-                                         rate(model, "AR", 2, k)) for k in repeats])):
+                                         rate(model, "AR", 2, k)) for k in repeats]),
+                ("HYBRID waiting/AR", [(2, k, rate(model, "HYBRID", 2, k, "waiting"),
+                                        rate(model, "AR", 2, k)) for k in repeats])):
             ratios = [(h / a, ranks, k) for ranks, k, h, a in cells if h and a]
             if ratios:
                 low, ranks, k = min(ratios)
@@ -188,16 +198,19 @@ def markdown(results: dict) -> str:
              f"({machine['cpu_model']}), load {machine['load_average_at_start'][0]:.1f} at "
              f"start, {machine['load_average_at_end'][0]:.1f} at end", "",
              "| model | plain | AR 1 | HYBRID 1 | AR 2 | HYBRID 2 | HYBRID 2 unpacked (before) | "
-             "HYBRID 1, Keras SGD | HYBRID 1 / plain | HYBRID 2 / AR 2 | "
-             "HYBRID 2 unpacked / AR 2 | Keras SGD / Adagrad |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "HYBRID 2 waiting (before) | HYBRID 1, Keras SGD | HYBRID 1 / plain | "
+             "HYBRID 2 / AR 2 | HYBRID 2 unpacked / AR 2 | HYBRID 2 waiting / AR 2 | "
+             "Keras SGD / Adagrad |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["summary"]:
         lines.append(f"| {row['model']} | {row['plain']:,.0f} | {row['AR_1']:,.0f} | "
                      f"{row['HYBRID_1']:,.0f} | {row['AR_2']:,.0f} | {row['HYBRID_2']:,.0f} | "
                      f"{row['HYBRID_2_unpacked']:,.0f} | "
+                     f"{row.get('HYBRID_2_waiting', float('nan')):,.0f} | "
                      f"{row['HYBRID_1_keras_sgd']:,.0f} | {row['HYBRID_1_over_plain']:.2f} | "
                      f"{row['HYBRID_2_over_AR_2']:.2f} | "
                      f"{row['HYBRID_2_unpacked_over_AR_2']:.2f} | "
+                     f"{row.get('HYBRID_2_waiting_over_AR_2', float('nan')):.2f} | "
                      f"{row['keras_sgd_over_adagrad']:.2f} |")
     lines += [""] + lowest_ratios(results["runs"])
     lines += ["", "Per-phase breakdown (ms per step, median over the window, slowest rank; "

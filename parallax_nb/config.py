@@ -105,6 +105,12 @@ class Config:
         all its tables in one message, the rows back in one), not one exchange per lookup
         (`parallax_nb.runtime.packed_pulls`). Same values either way; False is the
         benchmarks' "before".
+    overlap_allreduce: let the dense AllReduce run while the pushes travel and the servers
+        apply them, where every row a step reads from another process's server comes in its
+        packed exchange: that exchange then waits on the server for the last step's updates
+        (`parallax_nb.runtime.server_sync`), so the AllReduce need not be the barrier. Same
+        values either way; False makes the AllReduce wait for the pushes (the benchmarks'
+        "before"). Where a lookup is gathered on its own, the run does so and says why.
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
         step metrics and in the run report, for every logged step. Cheap: a few timestamps
@@ -150,6 +156,7 @@ class Config:
     average_sparse: bool = True
     local_aggregation: bool = True
     pack_pulls: bool = True
+    overlap_allreduce: bool = True
     checkpoint_dir: Optional[str] = None
     checkpoint_every_steps: Optional[int] = None
     checkpoint_every_seconds: Optional[float] = None

@@ -175,6 +175,22 @@ def gather_program():
                       functools.partial(id_batches, rows=40), sgd, name="gather")
 
 
+class ChainedLookupModel(GatherModel):
+    """A second lookup whose ids come from the rows of the first (a step's exchange cannot
+    bring both: the second is gathered on its own, `runtime.packed_pulls`)."""
+
+    def __call__(self, ids):
+        first = tf.gather(self.gathered, ids)
+        then = tf.nn.embedding_lookup(
+            self.looked_up, tf.cast(tf.abs(first[:, :, 0]) * 10, tf.int64) % 40)
+        return tf.matmul(tf.reduce_sum(first + then, axis=1), self.weights)
+
+
+def chained_lookup_program():
+    return px.Program(ChainedLookupModel, regression_loss,
+                      functools.partial(id_batches, rows=40), sgd, name="chained_lookup")
+
+
 # -- a table used densely (matmul with the whole table) --------------------------------------
 class DenseTableModel(tf.Module):
     def __init__(self, rows=40, dim=3):

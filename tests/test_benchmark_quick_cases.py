@@ -51,13 +51,15 @@ def test_step_path_times_every_configuration_and_its_ratios(tmp_path):
         ("plain", 1, "model's", "packed"), ("AR", 1, "model's", "packed"),
         ("HYBRID", 1, "model's", "packed"), ("AR", 2, "model's", "packed"),
         ("HYBRID", 2, "model's", "packed"), ("HYBRID", 2, "model's", "unpacked"),
-        ("HYBRID", 1, "sgd", "packed")}
+        ("HYBRID", 2, "model's", "waiting"), ("HYBRID", 1, "sgd", "packed")}
     assert all(r["status"] == "ok" and r["examples_per_sec"] > 0 for r in runs)
     (row,) = results["summary"]
     assert row["HYBRID_1_over_plain"] == pytest.approx(row["HYBRID_1"] / row["plain"])
     assert row["HYBRID_2_over_AR_2"] == pytest.approx(row["HYBRID_2"] / row["AR_2"])
     assert row["HYBRID_2_unpacked_over_AR_2"] == pytest.approx(
         row["HYBRID_2_unpacked"] / row["AR_2"])
+    assert row["HYBRID_2_waiting_over_AR_2"] == pytest.approx(
+        row["HYBRID_2_waiting"] / row["AR_2"])
     sdk = [r for r in runs if r["config"] != "plain"]
     assert all(r["phases_ms"] and r["step_ms"] > 0 for r in sdk)
     assert "| lm |" in (tmp_path / "step_path_quick.md").read_text()

@@ -200,6 +200,27 @@ def test_profile_splits_every_step_into_phases_and_counts_what_a_step_blocks_on(
     else:                 # server 0 is in rank 0; rank 1 reaches it; one AllReduce (+barrier)
         assert blocks.to_dict("index") == {0: {"servers_touched": 0, "collectives": 1},
                                            1: {"servers_touched": 1, "collectives": 1}}
+    # the AllReduce runs beside the pushes: rank 1 reads server 0 only in its exchange
+    assert set(frame["updates_announced"]) == {int(mode == "HYBRID")}
+
+
+def test_where_a_lookup_cannot_travel_in_the_exchange_the_allreduce_waits_for_the_updates(
+        cluster):
+    """server_sync: the servers' updates announce themselves to the exchanges only where
+    every read of another process's server travels in one; a lookup gathered on its own
+    does not, so the step keeps the AllReduce after the pushes, says so, and trains alike."""
+    as_hosts(cluster, 1)
+    program = programs.chained_lookup_program()
+    run = px.train(program, cluster=cluster, select=2,
+                   config=px.Config(mode="HYBRID", steps=3, batch_size=4, average_sparse=True,
+                                    profile=True))
+    trained = run.result(timeout=300)
+    assert [n for n in run.notes if "the dense AllReduce waits for the servers' updates in "
+            "this run: 1 lookup(s) from server tables gathered on their own" in n]
+    assert set(run.metrics["updates_announced"]) == {0}
+    reference, _ = train_single_device(program, steps=3, batch_size=8)
+    for name in reference:
+        assert relative_error(trained[name], reference[name]) < 1e-5, name
 
 
 def test_a_step_exchanges_a_fixed_number_of_messages_with_a_server_whatever_its_tables(cluster):
@@ -219,7 +240,7 @@ def test_a_step_exchanges_a_fixed_number_of_messages_with_a_server_whatever_its_
     few, few_messages, _ = train(2, True)
     packed, packed_messages, notes = train(8, True)
     unpacked, unpacked_messages, _ = train(8, False)
-    assert not [n for n in notes if "is packed" in n]
+    assert not [n for n in notes if "is packed" in n or "waits for the servers" in n]
     assert packed_messages == few_messages
     assert all(packed_messages[r] > 0 for r in (0, 1))
     # unpacked, each lookup and each partition's update is a message of its own

@@ -1,6 +1,8 @@
 """One exchange per server for a step's lookups (#24), in one process: the packed rows and
 gradients equal the per-lookup gathers', ids drawn by an op with side effects are drawn once,
 and a lookup whose ids need rows looked up before it is gathered on its own and says why. (Across processes: test_hybrid, the messages a step sends.)"""
+import threading
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ from tensorflow.python.distribute.sharded_variable import ShardedVariable
 
 from parallax_nb.runtime import gathers
 from parallax_nb.runtime.packed_pulls import PackedPulls, server_gradients
+from parallax_nb.runtime.server_sync import SharedQueue
 
 HERE = "/job:localhost/replica:0/task:0/device:CPU:0"
 
@@ -32,14 +35,14 @@ def forward(tables, batch):
     return tf.reduce_sum(tf.matmul(features, head) ** 2) + tf.reduce_sum(again)
 
 
-def gradients(tables, batch, pulls, model=forward):
+def gradients(tables, batch, pulls, model=forward, tokens=None):
     a, parts, _, head = tables
     partitions = [a] + parts
 
     @tf.function
     def step(batch):
         with tf.GradientTape() as tape, \
-                (pulls.deferred(tape.watch) if pulls else gathers.pulled_rows()):
+                (pulls.deferred(tape.watch, tokens) if pulls else gathers.pulled_rows()):
             loss = model(tables, batch)
         packed = pulls.lookups if pulls else []
         grads = tape.gradient(loss, [head] + partitions + [lookup.rows for lookup in packed])
@@ -131,3 +134,26 @@ def test_ids_drawn_after_an_effect_on_earlier_rows_are_gathered_on_their_own(tab
         "come from an op with side effects that runs after one on rows looked up before them")
     assert pulls.lookups_per_server == {HERE: 1}
     assert np.isfinite(float(loss)) and np.abs(grads[1].numpy()).sum() > 0
+
+
+def test_an_exchange_gathers_once_the_last_steps_update_has_announced_itself(tables):
+    """server_sync's applied queues: with tokens, a server's exchange takes one from each of
+    its queues before it gathers, so a reader never reads rows an update is still writing;
+    without one there, it waits."""
+    batch = (tf.constant([[1, 2], [3, 4]], tf.int64), tf.constant([1, 2], tf.int32))
+    applied = SharedQueue("test_packed_pulls/applied", [tf.int32], HERE, capacity=4)
+    size = lambda: int(tf.raw_ops.QueueSizeV2(handle=applied.handle))
+    applied.enqueue_tokens(1)
+    pulls = PackedPulls(lambda table: HERE)
+    loss, _ = gradients(tables, batch, pulls, tokens=lambda device: [applied])
+    assert size() == 0                                 # the step took the token
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(
+        gradients(tables, batch, pulls, tokens=lambda device: [applied])))
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive() and not results          # no update announced: it waits
+    applied.enqueue_tokens(1)
+    waiting.join(60)
+    assert results and float(results[0][0]) == pytest.approx(float(loss), rel=1e-6)
+    assert size() == 0

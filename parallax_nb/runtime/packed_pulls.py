@@ -51,17 +51,25 @@ class PackedPulls:
                                             # gathered on their own
         self.lookups: List[Lookup] = []     # the last traced step's packed lookups
 
+    def remote_devices(self, partitions) -> List[str]:
+        """The servers of ``partitions`` in another process than this one."""
+        return [d for d in dict.fromkeys(self.device_of(p) for p in partitions)
+                if d != self.own_device]
+
     @property
     def lookups_per_server(self) -> dict:
         """Server device -> how many lookups of the last traced step its message packs."""
         return dict(collections.Counter(self.device_of(lookup.table) for lookup in self.lookups))
 
     @contextlib.contextmanager
-    def deferred(self, watch: Callable[[object], None]):
+    def deferred(self, watch: Callable[[object], None],
+                 tokens: Optional[Callable[[str], list]] = None):
         """Trace the forward pass inside (while a step is traced); ``watch`` is the step's
         tape's. Yields a list that holds, once the block is left, every row tensor the pass
         looked up (what the step profile waits for); `lookups` then holds the packed ones,
-        whose rows the tape differentiates with respect to."""
+        whose rows the tape differentiates with respect to. ``tokens(device)``: queues on
+        that server the exchange takes one element from before it gathers (the last step's
+        updates announce themselves there: `server_sync`)."""
         tf = tensorflow()
         pulled: list = []
         with deferring(lambda table: self.device_of(table) != self.own_device,
@@ -71,7 +79,8 @@ class PackedPulls:
         for lookup in mode.lookups:
             by_server[self.device_of(lookup.table)].append(lookup)
         for device, group in by_server.items():
-            for lookup, rows in zip(group, _exchange(tf, device, group)):
+            waits = tokens(device) if tokens else []
+            for lookup, rows in zip(group, _exchange(tf, device, group, waits)):
                 rewire_input(lookup.rows.op, 0, rows)
         self.lookups = mode.lookups
         alone = mode.gathered_alone
@@ -81,9 +90,10 @@ class PackedPulls:
         pulled += [lookup.rows for lookup in mode.lookups] + mode.rows
 
 
-def _exchange(tf, device: str, group: List[Lookup]) -> list:
+def _exchange(tf, device: str, group: List[Lookup], tokens=()) -> list:
     """One server's lookups: ids out as one message, rows back as one per dtype; the rows of
-    each lookup, in order."""
+    each lookup, in order. On the server, the gathers wait for an element of each queue in
+    ``tokens``."""
     flat_ids = [tf.reshape(tf.cast(lookup.ids, tf.int64), [-1]) for lookup in group]
     counts = tf.stack([tf.size(i, out_type=tf.int64) for i in flat_ids])
     message = tf.concat([counts] + flat_ids, 0)
@@ -94,9 +104,11 @@ def _exchange(tf, device: str, group: List[Lookup]) -> list:
         """On the server: cut the message per lookup, gather, pack the rows per dtype."""
         parts = tf.split(message[k:], message[:k], num=k) if k > 1 else [message[k:]]
         rows = {dtype: [] for dtype in dtypes}
-        for lookup, part in zip(group, parts):
-            rows[lookup.table.dtype].append(tf.reshape(tf.raw_ops.ResourceGather(
-                resource=lookup.table.handle, indices=part, dtype=lookup.table.dtype), [-1]))
+        with tf.control_dependencies([t for queue in tokens for t in queue.dequeue()]):
+            for lookup, part in zip(group, parts):
+                rows[lookup.table.dtype].append(tf.reshape(tf.raw_ops.ResourceGather(
+                    resource=lookup.table.handle, indices=part, dtype=lookup.table.dtype),
+                    [-1]))
         return [tf.concat(rows[dtype], 0) if len(rows[dtype]) > 1 else rows[dtype][0]
                 for dtype in dtypes]
 

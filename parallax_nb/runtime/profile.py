@@ -9,13 +9,16 @@ it observes the step without reordering it). A step's phases, in the order they 
 * ``compute``: the rest of the forward and backward pass, until every gradient exists;
 * ``local_aggregation``: the host's ranks exchanging sparse gradients (Horovod, per host);
 * ``push_update``: pushes to the servers and, on an applier, the servers' updates;
-* ``allreduce``: the dense AllReduce (which doubles as the step's barrier);
+* ``allreduce``: the dense AllReduce (which doubles as the step's barrier), or, where the
+  servers' updates announce themselves (``updates_announced``, `server_sync`) and it runs
+  beside the pushes, what it adds after them;
 * ``apply``: the local optimizer update;
 * ``host``: the rest of the wall-clock step: dispatching the function, Python around it.
 
 With the phases go what a step blocks on beyond this process: ``server_messages`` (tensors
 that cross between this rank and another process's server: each is one RPC), ``servers_touched`` (server
-processes it exchanges with) and ``collectives`` (Horovod collectives in its traced graph).
+processes it exchanges with), ``collectives`` (Horovod collectives in its traced graph) and
+``updates_announced`` (1 where its AllReduce need not wait for the pushes).
 
 The gathers are found where the model makes them (`gathers`): the pull phase ends when every
 row of the step's lookups has arrived.

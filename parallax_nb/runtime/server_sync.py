@@ -21,8 +21,21 @@ optimizer's slots (a Keras optimizer's slots are private to the process that mad
 chief checkpoints them); row-rule slots are shared-name variables any rank can open, so the
 chief checkpoints those too without applying them.
 
-The step's Horovod AllReduce runs after the pushes (and, on appliers, after the updates), so
-it doubles as the barrier: no rank gathers rows for step t+1 before step t is applied.
+No rank may gather rows for step t+1 before step t is applied. Two ways keep that order:
+
+* **the AllReduce waits** (the default): the step's Horovod AllReduce runs after the pushes
+  (and, on appliers, after the updates), so it doubles as the barrier;
+* **the updates announce themselves** (``announce``, where every read of another process's
+  server travels in the step's packed exchanges, `packed_pulls`): each channel's applier,
+  having applied step t, puts one token per reader in the channel's *applied* queue on the
+  server (a reader: every rank but the one that hosts the server), and each reader's
+  exchange takes one token from every channel of that server before it gathers (`tokens`).
+  The dense AllReduce then runs while the pushes travel and the updates are applied. A
+  reader cannot take a token of step t+1's update early: it pulls step t+1 only after step
+  t's AllReduce, which every rank joins only after its own pull of step t, so the tokens
+  left are those of updates already applied (and the ones every applier put there at the
+  start, for the first step). `settle` proves the same before the chief saves or any rank
+  validates: it takes one token from each such channel and puts it back.
 """
 from __future__ import annotations
 
@@ -89,7 +102,16 @@ class ServerSync:
                         build_optimizer(entry.update, [part_var])
                     entry.saved = entry.update
                 self.entries.append(entry)
-        self.channels = _channels(spec.run_id, self.entries)
+        self.channels = _channels(spec.run_id, self.entries, self.readers)
+        for channel in self.channels:   # the first step's pulls wait for nothing
+            if channel.applied is not None and channel.applier == spec.rank:
+                with tf.device(channel.device):
+                    channel.applied.enqueue_tokens(channel.readers)
+
+    def readers(self, server: int) -> int:
+        """Ranks whose step reads the server's rows through an exchange: all of them but the
+        one that hosts it in its process (the chief, server 0), which reads them in place."""
+        return self.spec.size - (1 if server == CHIEF_SERVER else 0)
 
     @property
     def variables(self) -> List:
@@ -103,9 +125,31 @@ class ServerSync:
         """The optimizer state of every partition (the chief's view), for its checkpoint."""
         return [e.saved for e in self.entries if e.saved is not None]
 
+    def tokens(self, device: str) -> List["SharedQueue"]:
+        """The applied queues of every channel of the server on ``device``: a reader's
+        exchange there takes one token from each before it gathers (``announce``)."""
+        return [c.applied for c in self.channels if c.device == device and c.applied is not None]
+
+    def settle(self) -> None:
+        """Return once every update of the last step this rank finished is applied (with
+        ``announce``; see the module docstring): a token taken and put back per channel
+        applied by another rank, one call per server."""
+        tf = self.tf
+        by_device = {}
+        for channel in self.channels:
+            if channel.applied is not None and channel.applier != self.spec.rank:
+                by_device.setdefault(channel.device, []).append(channel.applied)
+        for device, queues in by_device.items():
+            def take_and_return(queues=queues):
+                returned = [q.enqueue_tokens(1, after=q.dequeue()) for q in queues]
+                with tf.control_dependencies(returned):
+                    return tf.constant(True)
+            call_on(tf, device, take_and_return)
+
     # -- inside the step function ---------------------------------------------------------------
-    def push(self, grads):
-        """Send this rank's (or host's) gradients; apply the partitions this rank applies.
+    def push(self, grads, announce: bool = False):
+        """Send this rank's (or host's) gradients; apply the partitions this rank applies
+        (and, with ``announce``, put their readers' tokens in its applied queue).
 
         Returns (ops to wait for, bytes pushed to the servers, bytes the host's ranks
         exchanged for local aggregation).
@@ -168,10 +212,10 @@ class ServerSync:
                 else:
                     pushed += size
                 pushes.append(components)
-            ops += self._deliver(channel, pushes)
+            ops += self._deliver(channel, pushes, announce)
         return ops, pushed, local
 
-    def _deliver(self, channel: "Channel", pushes):
+    def _deliver(self, channel: "Channel", pushes, announce: bool):
         """Send a channel's pushes to its applier as one packed message, or, on the applier,
         take the other pushes, combine each partition's and apply the updates."""
         tf = self.tf
@@ -204,6 +248,8 @@ class ServerSync:
                 # update by tf.function's automatic control dependencies (same resource),
                 # so waiting for it means waiting for the update.
                 done.append(entry.variable.sparse_read([0]))
+            if announce and channel.applied is not None:
+                done = [channel.applied.enqueue_tokens(channel.readers, after=done)]
             with tf.control_dependencies(done):
                 return tf.constant(True)
 
@@ -229,7 +275,9 @@ class Channel:
     applier: int
     pushes: int
     direct: bool
-    queue: Optional["SharedQueue"]
+    queue: Optional["SharedQueue"]    # the other pushes, on their way to the applier
+    readers: int = 0                  # tokens per applied update (ServerSync.readers)
+    applied: Optional["SharedQueue"] = None   # the tokens of applied updates
 
     def pack(self, pushes):
         """[(indices, values)] or [(dense,)] per partition -> the message's tensors."""
@@ -258,7 +306,7 @@ class Channel:
                 zip(tf.split(indices, counts, num=len(self.shapes)), parts, self.shapes)]
 
 
-def _channels(run_id, entries) -> List[Channel]:
+def _channels(run_id, entries, readers) -> List[Channel]:
     groups = {}
     for i, e in enumerate(entries):
         key = (e.server, e.applier, e.sparse, e.variable.dtype.name)
@@ -267,12 +315,16 @@ def _channels(run_id, entries) -> List[Channel]:
     for (server, applier, sparse, dtype), members in groups.items():
         first = entries[members[0]]
         dtypes = [tensorflow().int64, first.variable.dtype] if sparse else [first.variable.dtype]
-        queue = (SharedQueue(f"{run_id}/server{server}/applier{applier}/"
-                             f"{'sparse' if sparse else 'dense'}/{dtype}", dtypes, first.device,
-                             capacity=first.pushes * 4) if first.pushes > 1 else None)
+        name = f"{run_id}/server{server}/applier{applier}/{'sparse' if sparse else 'dense'}/" \
+               f"{dtype}"
+        queue = (SharedQueue(name, dtypes, first.device, capacity=first.pushes * 4)
+                 if first.pushes > 1 else None)
+        # at most two steps' tokens are ever there (see the module docstring)
+        applied = (SharedQueue(f"{name}/applied", [tensorflow().int32], first.device,
+                               capacity=readers(server) * 4) if readers(server) else None)
         channels.append(Channel(members, [tuple(entries[i].variable.shape) for i in members],
                                 sparse, first.variable.dtype, first.device, applier,
-                                first.pushes, first.direct, queue))
+                                first.pushes, first.direct, queue, readers(server), applied))
     return channels
 
 
@@ -318,6 +370,13 @@ class SharedQueue:
     def dequeue(self):
         return tensorflow().raw_ops.QueueDequeueV2(handle=self.handle,
                                                    component_types=self.dtypes)
+
+    def enqueue_tokens(self, count: int, after=()):
+        """``count`` tokens (an int32 queue's elements), once ``after`` is done."""
+        tf = tensorflow()
+        with tf.control_dependencies(tf.nest.flatten(after)):
+            return tf.raw_ops.QueueEnqueueManyV2(handle=self.handle,
+                                                 components=[tf.zeros([count], tf.int32)])
 
 
 def _deduplicate(tf, indices, values):

@@ -114,7 +114,8 @@ class ServerVariables:
         occurrence = self._seen[name]
         self._seen[name] += 1
         planned = self._plan.get(name, [])
-        if occurrence >= len(planned) or not kwargs.get("trainable", True):
+        # tf.Variable passes trainable=None, which means trainable (Keras passes True)
+        if occurrence >= len(planned) or kwargs.get("trainable") is False:
             return next_creator(**kwargs)
         placement = planned[occurrence]
         shape = tuple(tf.TensorShape(kwargs.get("shape")).as_list()) if kwargs.get("shape") \

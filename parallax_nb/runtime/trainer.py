@@ -117,7 +117,14 @@ class Trainer:
         self.clock.mark("optimizer")
         self.accounting = Accounting(spec, [tf_variable(v) for v in self.local_variables],
                                      self.server_sync)
-        self._step = self._make_step()
+        # Where every read of another process's server travels in the packed exchanges, the
+        # servers' updates announce themselves and the dense AllReduce need not wait for the
+        # pushes (`server_sync`); the ranks confirm it once the step is traced (`_loop`).
+        self.announcing = (self.server_sync is not None and self.config.pack_pulls and
+                           self.config.overlap_allreduce and
+                           all(e.sparse for e in self.server_sync.entries))
+        self._reads_elsewhere = False
+        self._step = self._make_step(self.announcing)
 
     # -- start ----------------------------------------------------------------------------------
     def _barrier(self, name):
@@ -164,8 +171,10 @@ class Trainer:
             self.batches = itertools.islice(self.batches, start - 1, None)
         return start
 
-    def _make_step(self):
-        """One function per step: gradients, the servers' exchange, the AllReduce, apply."""
+    def _make_step(self, announce: bool):
+        """One function per step: gradients, the servers' exchange, the AllReduce, apply.
+        With ``announce``, the AllReduce runs beside the pushes, and each exchange with a
+        server waits for the last step's updates there instead (`server_sync`)."""
         tf = tensorflow()
         program, model, optimizer, sync = self.program, self.model, self.optimizer, self.sync
         variables, n_local = self.variables, len(self.local_variables)
@@ -181,6 +190,8 @@ class Trainer:
         train_metrics = self.train_metrics
 
         pulls, server_partitions = self.packed_pulls, variables[n_local:]
+        tokens = server_sync.tokens if announce else None
+        remote = set(pulls.remote_devices(server_partitions)) if pulls else set()
 
         def forward(batch):
             if train_metrics:
@@ -191,7 +202,7 @@ class Trainer:
         def step(batch):
             stamps = [stamp()] if profile else []
             with tf.GradientTape() as tape, \
-                    (pulls.deferred(tape.watch) if pulls else pulled_rows()) as pulled:
+                    (pulls.deferred(tape.watch, tokens) if pulls else pulled_rows()) as pulled:
                 outputs = forward(batch)
             packed = pulls.lookups if pulls else []
             fetched = [lookup.rows for lookup in packed]
@@ -202,6 +213,10 @@ class Trainer:
                 loss = outputs
             grads = tape.gradient(loss, variables + fetched)
             local_grads, server_grads = grads[:n_local], grads[n_local:len(variables)]
+            # a server variable of another process read otherwise than by a packed lookup
+            self._reads_elsewhere = any(g is not None and pulls.device_of(v) in remote
+                                        for v, g in zip(server_partitions, server_grads)) \
+                if pulls else False
             if packed:
                 server_grads = server_gradients(tf, server_partitions, server_grads, packed,
                                                 grads[len(variables):])
@@ -210,12 +225,12 @@ class Trainer:
                 stamps += [stamp(pulled), stamp([loss, grads])]
             waits, pushed, local = [], tf.constant(0, tf.int64), tf.constant(0, tf.int64)
             if server_sync is not None:
-                waits, pushed, local = server_sync.push(server_grads)
+                waits, pushed, local = server_sync.push(server_grads, announce)
                 if profile:
                     stamps += [stamp(server_sync.collective_results), stamp(waits)]
             elif profile:
                 stamps += [stamps[-1], stamps[-1]]
-            with tf.control_dependencies(waits):
+            with tf.control_dependencies([] if announce else waits):
                 local_grads = [_after(tf, g) for g in local_grads]
                 # Not a constant: Horovod's ops are not stateful, and Grappler folds an op
                 # whose inputs are constants, i.e. would run this AllReduce once while
@@ -279,6 +294,10 @@ class Trainer:
             input_seconds = time.perf_counter() - previous
             if "trace" not in self.clock.phases:   # start-up: tracing apart from the first run
                 self._step.get_concrete_function(batch)
+                if self.announcing and not self._all_announce():
+                    self.announcing = False
+                    self._step = self._make_step(False)
+                    self._step.get_concrete_function(batch)
                 self.clock.mark("trace")
                 if self.packed_pulls is not None and self.packed_pulls.reason and spec.rank == 0:
                     self.events.send(INFO, rank=spec.rank, message=(
@@ -313,13 +332,49 @@ class Trainer:
                                                  if isinstance(v, float)}})
             stop = self._validation_due(step_number) and self._validate(step_number, board)
             if self.checkpoints is not None and self.chief and policy.due(step_number):
+                self._settle()
                 saved = self.checkpoints.save(checkpoint_number=step_number)
             if stop:
                 break
             previous = time.perf_counter()
+        if self.chief:   # what follows reads the servers: the final save, the weights
+            self._settle()
         if self.checkpoints is not None and self.chief and remaining and \
                 (saved is None or step_of(saved) != step_number):
             self.checkpoints.save(checkpoint_number=step_number)
+
+    def _all_announce(self) -> bool:
+        """Whether every rank's traced step reads other processes' servers only through its
+        packed exchanges, one with every such server, so that the updates can announce
+        themselves there (`server_sync`); else the lowest rank that cannot says why."""
+        tf = tensorflow()
+        why = self._why_not_announce()
+        can = self.hvd.allgather(tf.constant([why is None], tf.int32),
+                                 name="parallax_announce").numpy()
+        if why is not None and self.spec.rank == int(list(can).index(0)):
+            self.events.send(INFO, rank=self.spec.rank, message=(
+                f"the dense AllReduce waits for the servers' updates in this run: {why}"))
+        return bool(can.all())
+
+    def _why_not_announce(self):
+        pulls = self.packed_pulls
+        if pulls is None:
+            return None   # no other process's server to read
+        if pulls.reason:
+            return pulls.reason
+        if self._reads_elsewhere:
+            return "a server variable is read otherwise than by a row lookup"
+        missed = set(pulls.remote_devices(self.server_sync.variables)) - \
+            set(pulls.lookups_per_server)
+        if missed:
+            return f"no row of {', '.join(sorted(missed))} is looked up in a step"
+        return None
+
+    def _settle(self) -> None:
+        """Before this rank reads the servers between steps: the last step's updates are
+        applied (with ``announcing``; the AllReduce made sure of it otherwise)."""
+        if self.announcing:
+            self.server_sync.settle()
 
     def _sampled(self, step_number: int) -> bool:
         """This step's phases are reported: every step with ``profile``, else one in every
@@ -350,6 +405,7 @@ class Trainer:
     def _validate(self, step_number: int, board) -> bool:
         """Validate (every rank), report (rank 0), keep the best checkpoint (rank 0); True
         where early stopping ends the run here (every rank decides alike)."""
+        self._settle()
         values, facts = self.validation.run()
         improved = self.best.update(values, step_number) if self.best is not None else False
         if self.best_checkpoints is not None and improved:
@@ -401,7 +457,8 @@ class Trainer:
             self._blocks = {
                 "servers_touched": self.server_sync.remote_servers() if self.server_sync else 0,
                 "server_messages": server_messages(step, self.spec.server_task),
-                "collectives": collectives_in(step)}
+                "collectives": collectives_in(step),
+                "updates_announced": int(self.announcing)}
         return self._blocks
 
     def weights(self):

@@ -108,7 +108,8 @@ def sdk_run(bench: Bench, cluster, model: str, mode: str, select, sim=None,
     report = report or planned_report(bench, model, mode, select, bandwidth)
     config = px.Config(mode=mode_of(mode), steps=plan.steps, batch_size=workload.batch_size,
                        warm_start=plan.warm_start, placement=report.config.placement,
-                       profile=bool(sim))   # every step's phases: the link's calibration
+                       profile=bool(sim),   # every step's phases: the link's calibration
+                       **({"overlap_allreduce": False} if mode == WAITING else {}))
     log = traffic.CounterLog(sim.counters) if sim else contextlib.nullcontext()
     shaped_at, run = None, None
     if sim:
@@ -213,10 +214,11 @@ def simulated_machines(bench: Bench) -> Optional[str]:
 
 
 BY_BYTES = "HYBRID_BYTES"   # HYBRID placed by bytes alone: the placement before #24's time model
+WAITING = "HYBRID_WAITING"  # HYBRID whose AllReduce waits for the pushes: before #24's overlap
 
 
 def mode_of(configuration: str) -> str:
-    return "HYBRID" if configuration == BY_BYTES else configuration
+    return "HYBRID" if configuration in (BY_BYTES, WAITING) else configuration
 
 
 def planned_report(bench, model: str, configuration: str, selection, bandwidth=None,

@@ -43,7 +43,7 @@ from parallax_nb.config import MODES  # HYBRID, PS, AR
 
 from . import netns, paper_comparison
 from .machine import machine_facts
-from .paper_comparison import BY_BYTES
+from .paper_comparison import BY_BYTES, WAITING
 from .summary import bytes_bound, summarise, write_lines
 from .workloads import SCALE, SCALE_QUICK
 
@@ -69,12 +69,13 @@ class Plan:
 
 
 PLANS = {
-    # HYBRID_BYTES: HYBRID placed by bytes alone, the placement before the time model (#24)
+    # HYBRID_BYTES: HYBRID placed by bytes alone, the placement before the time model (#24);
+    # HYBRID_WAITING: HYBRID whose AllReduce waits for the pushes, before #24's overlap
     "full": Plan(SCALE, shapes=((2, 1), (4, 1)), nominal=("1gbit", "100mbit"), steps=40,
                  warmup=8, run_timeout=600.0,
                  memory_sizes=dict(scale=0.35, dim=32, hidden=64, dense_features=13,
                                    examples=8192), memory_steps=20,
-                 modes=("HYBRID", BY_BYTES, "PS", "AR")),
+                 modes=("HYBRID", BY_BYTES, WAITING, "PS", "AR")),
     # CI: 3 runs on 4 hosts (AR unshaped for the step here, then HYBRID and AR shaped). The
     # links are shaped once the client sees step 1, by when a fast start has run ~20 steps
     # unshaped: 40 steps keep 10 or more in the window. No warm spares: with 3 runs per
@@ -158,7 +159,8 @@ def speedups(records: List[dict], links: List[dict]) -> List[dict]:
             row[f"{mode}_of_bound"] = median(r["examples_per_sec"] / bytes_bound(r)
                                              for r in done)
             row[f"{mode}_wire_bytes"] = median(_wire_bytes(r) for r in done)
-        for mode, key in (("HYBRID", "round_ratios"), (BY_BYTES, "by_bytes_round_ratios")):
+        for mode, key in (("HYBRID", "round_ratios"), (BY_BYTES, "by_bytes_round_ratios"),
+                          (WAITING, "waiting_round_ratios")):
             if mode in runs and "AR" in runs:
                 ar = {r["repeat"]: r["examples_per_sec"] for r in runs["AR"]}
                 row[key] = [r["examples_per_sec"] / ar[r["repeat"]] for r in runs[mode]
@@ -168,9 +170,9 @@ def speedups(records: List[dict], links: List[dict]) -> List[dict]:
                                        / row["AR_examples_per_sec"])
             row["bytes_ratio"] = row["AR_wire_bytes"] / row["HYBRID_wire_bytes"]
             row["speedup_share_of_byte_saving"] = row["throughput_ratio"] / row["bytes_ratio"]
-        if BY_BYTES in runs and "AR" in runs:
-            row["by_bytes_ratio"] = (row[f"{BY_BYTES}_examples_per_sec"]
-                                     / row["AR_examples_per_sec"])
+        for mode, key in ((BY_BYTES, "by_bytes_ratio"), (WAITING, "waiting_ratio")):
+            if mode in runs and "AR" in runs:
+                row[key] = row[f"{mode}_examples_per_sec"] / row["AR_examples_per_sec"]
         rows.append(row)
     return rows
 
@@ -310,24 +312,29 @@ def write_markdown(results: dict, path: str) -> str:
              f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_end'])} at end; "
              f"variant {results['variant']}, {results['seconds'] / 60:.1f} min.", ""]
     if results["speedups"]:
-        modes = [m for m in ("HYBRID", BY_BYTES, "PS", "AR")
+        modes = [m for m in ("HYBRID", BY_BYTES, WAITING, "PS", "AR")
                  if any(f"{m}_examples_per_sec" in r for r in results["speedups"])]
-        before = BY_BYTES in modes
+        befores = [(m, key, label) for m, key, label in
+                   ((BY_BYTES, "by_bytes_ratio", "by bytes/AR"),
+                    (WAITING, "waiting_ratio", "waiting/AR")) if m in modes]
         lines += ["Network-bound (4 simulated hosts; the link scaled from the nominal one by "
                   "the accelerator's step over this machine's unshaped step): examples/s, "
                   "and in brackets the share of what the run's wire bytes allow on that "
                   "link; HYBRID over AR in throughput and in bytes"
                   + (f" ({BY_BYTES}: HYBRID placed by bytes alone, as before the time "
-                     f"model)" if before else "") + ":", "",
+                     f"model)" if BY_BYTES in modes else "")
+                  + (f" ({WAITING}: HYBRID whose AllReduce waits for the pushes, as before "
+                     f"the overlap)" if WAITING in modes else "") + ":", "",
                   "| model | hosts x ranks | nominal | link here | step here / on "
-                  "the GPU | " + " | ".join(modes) + " | " + ("by bytes/AR | " if before else "")
+                  "the GPU | " + " | ".join(modes) + " | "
+                  + "".join(f"{label} | " for _, _, label in befores)
                   + "HYBRID/AR throughput | AR/HYBRID bytes | share |",
-                  "|---|---|---|---|---|" + "---:|" * (len(modes) + 3 + before)]
+                  "|---|---|---|---|---|" + "---:|" * (len(modes) + 3 + len(befores))]
         for r in results["speedups"]:
             cells = [f"{r[f'{m}_examples_per_sec']:,.0f} ({r[f'{m}_of_bound']:.0%})"
                      if f"{m}_examples_per_sec" in r else "-" for m in modes]
-            if before:
-                cells.append(f"{r['by_bytes_ratio']:.2f}" if "by_bytes_ratio" in r else "-")
+            for _, key, _ in befores:
+                cells.append(f"{r[key]:.2f}" if key in r else "-")
             share = r.get("speedup_share_of_byte_saving")
             lines.append(
                 f"| {r['model']} | {r['hosts']}x{r['ranks_per_host']} | {r['nominal']} | "
@@ -407,7 +414,9 @@ def lowest_ratio_lines(speedups: List[dict]) -> List[str]:
     for model in sorted({r["model"] for r in speedups}):
         for key, rounds, label in (("throughput_ratio", "round_ratios", "HYBRID/AR"),
                                    ("by_bytes_ratio", "by_bytes_round_ratios",
-                                    "HYBRID by bytes/AR")):
+                                    "HYBRID by bytes/AR"),
+                                   ("waiting_ratio", "waiting_round_ratios",
+                                    "HYBRID waiting/AR")):
             cells = [r for r in speedups if r["model"] == model and key in r]
             if cells:
                 low = min(cells, key=lambda r: r[key])
@@ -452,6 +461,9 @@ def main(argv=None) -> int:
                         help="comma-separated subset of its nominal links, e.g. 1gbit")
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds of the shaped runs, modes rotated (default: the plan's)")
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated subset of the shaped runs' configurations, e.g. "
+                             f"HYBRID,{WAITING},AR")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -467,6 +479,13 @@ def main(argv=None) -> int:
     plan = subset(PLANS[variant], args.models, args.shapes, args.nominal)
     if args.repeats:
         plan = dataclasses.replace(plan, repeats=args.repeats)
+    if args.modes:
+        modes = tuple(args.modes.split(","))
+        unknown = set(modes) - set(PLANS["full"].modes)
+        if unknown:
+            parser.error(f"unknown configuration(s) {sorted(unknown)}; use some of "
+                         f"{', '.join(PLANS['full'].modes)}")
+        plan = dataclasses.replace(plan, modes=modes)
     started, facts = time.time(), machine_facts()
     bench_plan = paper_comparison.Plan(
         plan.workloads, ranks=(), steps=plan.steps, warmup=plan.warmup, repeats=0,

@@ -349,7 +349,7 @@ class Trainer:
         themselves there (`server_sync`); else the lowest rank that cannot says why."""
         tf = tensorflow()
         why = self._why_not_announce()
-        can = self.hvd.allgather(tf.constant([why is None], tf.int32),
+        can = self.hvd.allgather(tf.constant([int(why is None)], tf.int32),
                                  name="parallax_announce").numpy()
         if why is not None and self.spec.rank == int(list(can).index(0)):
             self.events.send(INFO, rank=self.spec.rank, message=(

@@ -110,7 +110,10 @@ class Config:
         packed exchange: that exchange then waits on the server for the last step's updates
         (`parallax_nb.runtime.server_sync`), so the AllReduce need not be the barrier. Same
         values either way; False makes the AllReduce wait for the pushes (the benchmarks'
-        "before"). Where a lookup is gathered on its own, the run does so and says why.
+        "before"). HYBRID only (in PS mode dense variables live on the servers, and the
+        AllReduce stays the barrier). Where a lookup is gathered on its own, a server
+        variable is read otherwise, or a server's rows are not looked up in every step, the
+        AllReduce waits, and `run.notes` says why.
     profile: record where each step's time goes (input, pull, compute, local aggregation,
         push and update, AllReduce, apply, host; `parallax_nb.runtime.profile`) with the
         step metrics and in the run report, for every logged step. Cheap: a few timestamps

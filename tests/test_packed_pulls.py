@@ -157,3 +157,21 @@ def test_an_exchange_gathers_once_the_last_steps_update_has_announced_itself(tab
     waiting.join(60)
     assert results and float(results[0][0]) == pytest.approx(float(loss), rel=1e-6)
     assert size() == 0
+
+
+def test_a_steps_own_reads_of_a_table_are_found_not_those_inside_the_calls_it_makes(tables):
+    """What keeps the AllReduce after the pushes (trainer): a read of another process's
+    server made by the step itself would not wait for the servers' announced updates; the
+    packed exchange's reads happen inside the function it calls on the server."""
+    from parallax_nb.runtime.trainer import reads_of
+
+    a, parts, _, head = tables
+
+    @tf.function
+    def step(ids):
+        exchange = tf.function(lambda i: tf.gather(a, i))
+        return tf.reduce_sum(exchange(ids)) + tf.reduce_sum(tf.stop_gradient(a) * 0.0)
+
+    graph = step.get_concrete_function(tf.constant([1, 2], tf.int64)).graph
+    assert reads_of(graph, [a]) == 1          # the whole read; the gather is inside the call
+    assert reads_of(graph, parts) == 0

@@ -79,6 +79,28 @@ def test_one_program_must_use_one_keras():
         px.analyze(programs.mixed_keras_program(), steps=1)
 
 
+def test_a_tf_variable_is_trainable_as_tensorflow_says():
+    """tf.Variable gives its creator trainable=None (a tf.Module's variables): trainable,
+    so the plan's server tables are found among them (they were left in the rank before),
+    unless it is synchronised on read; Keras says True or False."""
+    import tensorflow as tf
+    from parallax_nb.runtime.server_variables import _trainable
+
+    seen = []
+
+    def creator(next_creator, **kwargs):
+        seen.append(_trainable(tf, kwargs))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        tf.Variable(1.0)
+        tf.Variable(1.0, trainable=False)
+        tf.Variable(1.0, synchronization=tf.VariableSynchronization.ON_READ,
+                    aggregation=tf.VariableAggregation.SUM)
+        programs.keras_embedding_model()
+    assert seen[:3] == [True, False, False] and len(seen) > 3 and all(seen[3:])
+
+
 @pytest.mark.parametrize("mode", ["HYBRID", "PS", "AR"])
 def test_several_dtypes_index_types_and_an_unused_variable_in_every_mode(cluster, mode):
     program = programs.mixed_dtype_program()

@@ -23,19 +23,24 @@ chief checkpoints those too without applying them.
 
 No rank may gather rows for step t+1 before step t is applied. Two ways keep that order:
 
-* **the AllReduce waits** (the default): the step's Horovod AllReduce runs after the pushes
-  (and, on appliers, after the updates), so it doubles as the barrier;
-* **the updates announce themselves** (``announce``, where every read of another process's
-  server travels in the step's packed exchanges, `packed_pulls`): each channel's applier,
+* **the AllReduce waits** (where the next way is not exact, or ``overlap_allreduce`` is
+  off): the step's Horovod AllReduce runs after the pushes (and, on appliers, after the
+  updates), so it doubles as the barrier;
+* **the updates announce themselves** (``announce``; the trainer's choice where every read
+  of another process's server travels in the step's packed exchanges, `packed_pulls`, and
+  only sparse variables live on the servers): each channel's applier,
   having applied step t, puts one token per reader in the channel's *applied* queue on the
   server (a reader: every rank but the one that hosts the server), and each reader's
   exchange takes one token from every channel of that server before it gathers (`tokens`).
   The dense AllReduce then runs while the pushes travel and the updates are applied. A
   reader cannot take a token of step t+1's update early: it pulls step t+1 only after step
-  t's AllReduce, which every rank joins only after its own pull of step t, so the tokens
-  left are those of updates already applied (and the ones every applier put there at the
-  start, for the first step). `settle` proves the same before the chief saves or any rank
-  validates: it takes one token from each such channel and puts it back.
+  t's AllReduce, which every rank joins only after its own pull of step t (the trainer
+  makes the AllReduce wait for the pulled rows), so the tokens left are those of updates
+  already applied (and the ones every applier put there at the start, for the first step).
+  For the same reason a queue never holds more than two steps' tokens: step t+1's update
+  needs every rank's step t+1, so every reader has taken its token of step t. `settle`
+  proves the same before a rank reads the servers between steps (validation, the chief's
+  saves, the final weights): it takes one token from each such channel and puts it back.
 """
 from __future__ import annotations
 
@@ -319,7 +324,7 @@ def _channels(run_id, entries, readers) -> List[Channel]:
                f"{dtype}"
         queue = (SharedQueue(name, dtypes, first.device, capacity=first.pushes * 4)
                  if first.pushes > 1 else None)
-        # at most two steps' tokens are ever there (see the module docstring)
+        # at most two steps' tokens are ever there (the module docstring says why)
         applied = (SharedQueue(f"{name}/applied", [tensorflow().int32], first.device,
                                capacity=readers(server) * 4) if readers(server) else None)
         channels.append(Channel(members, [tuple(entries[i].variable.shape) for i in members],

@@ -114,8 +114,7 @@ class ServerVariables:
         occurrence = self._seen[name]
         self._seen[name] += 1
         planned = self._plan.get(name, [])
-        # tf.Variable passes trainable=None, which means trainable (Keras passes True)
-        if occurrence >= len(planned) or kwargs.get("trainable") is False:
+        if occurrence >= len(planned) or not _trainable(tf, kwargs):
             return next_creator(**kwargs)
         placement = planned[occurrence]
         shape = tuple(tf.TensorShape(kwargs.get("shape")).as_list()) if kwargs.get("shape") \
@@ -129,7 +128,10 @@ class ServerVariables:
         if shape != placement.variable.shape:
             raise ProgramError(f"variable {name} has shape {shape} in this rank but "
                                f"{placement.variable.shape} in the analysis: model_fn must "
-                               f"build the same model every time it is called")
+                               f"build the same model every time it is called, and "
+                               f"variables that share a name (tf.Variable without name=) "
+                               f"are told apart only by the order they are made in: "
+                               f"name them")
         stem = name.split(":")[0] + (f"_{occurrence}" if occurrence else "")
         partitions = []
         for part in placement.partitions:
@@ -180,3 +182,12 @@ class ServerVariables:
         for v in self.variables:
             for p in v.partitions:
                 yield v.name, p.numpy()
+
+
+def _trainable(tf, kwargs) -> bool:
+    """What a variable made with ``kwargs`` is: ``tf.Variable`` passes trainable=None,
+    meaning trainable unless its synchronization is ON_READ (Keras passes True or False)."""
+    trainable = kwargs.get("trainable")
+    if trainable is None:
+        return kwargs.get("synchronization") != tf.VariableSynchronization.ON_READ
+    return bool(trainable)

@@ -123,7 +123,6 @@ class Trainer:
         self.announcing = (self.server_sync is not None and self.config.pack_pulls and
                            self.config.overlap_allreduce and
                            all(e.sparse for e in self.server_sync.entries))
-        self._reads_elsewhere = False
         self._step = self._make_step(self.announcing)
 
     # -- start ----------------------------------------------------------------------------------
@@ -191,7 +190,6 @@ class Trainer:
 
         pulls, server_partitions = self.packed_pulls, variables[n_local:]
         tokens = server_sync.tokens if announce else None
-        remote = set(pulls.remote_devices(server_partitions)) if pulls else set()
 
         def forward(batch):
             if train_metrics:
@@ -213,10 +211,6 @@ class Trainer:
                 loss = outputs
             grads = tape.gradient(loss, variables + fetched)
             local_grads, server_grads = grads[:n_local], grads[n_local:len(variables)]
-            # a server variable of another process read otherwise than by a packed lookup
-            self._reads_elsewhere = any(g is not None and pulls.device_of(v) in remote
-                                        for v, g in zip(server_partitions, server_grads)) \
-                if pulls else False
             if packed:
                 server_grads = server_gradients(tf, server_partitions, server_grads, packed,
                                                 grads[len(variables):])
@@ -230,7 +224,9 @@ class Trainer:
                     stamps += [stamp(server_sync.collective_results), stamp(waits)]
             elif profile:
                 stamps += [stamps[-1], stamps[-1]]
-            with tf.control_dependencies([] if announce else waits):
+            # The AllReduce after this rank's pull (announced: the tokens' order needs it, even
+            # for rows the loss does not use), else after its pushes (then it is the barrier).
+            with tf.control_dependencies(list(pulled) if announce else waits):
                 local_grads = [_after(tf, g) for g in local_grads]
                 # Not a constant: Horovod's ops are not stateful, and Grappler folds an op
                 # whose inputs are constants, i.e. would run this AllReduce once while
@@ -294,7 +290,7 @@ class Trainer:
             input_seconds = time.perf_counter() - previous
             if "trace" not in self.clock.phases:   # start-up: tracing apart from the first run
                 self._step.get_concrete_function(batch)
-                if self.announcing and not self._all_announce():
+                if self.announcing and not self._all_announce(batch):
                     self.announcing = False
                     self._step = self._make_step(False)
                     self._step.get_concrete_function(batch)
@@ -343,12 +339,12 @@ class Trainer:
                 (saved is None or step_of(saved) != step_number):
             self.checkpoints.save(checkpoint_number=step_number)
 
-    def _all_announce(self) -> bool:
+    def _all_announce(self, batch) -> bool:
         """Whether every rank's traced step reads other processes' servers only through its
         packed exchanges, one with every such server, so that the updates can announce
         themselves there (`server_sync`); else the lowest rank that cannot says why."""
         tf = tensorflow()
-        why = self._why_not_announce()
+        why = self._why_not_announce(batch)
         can = self.hvd.allgather(tf.constant([int(why is None)], tf.int32),
                                  name="parallax_announce").numpy()
         if why is not None and self.spec.rank == int(list(can).index(0)):
@@ -356,13 +352,19 @@ class Trainer:
                 f"the dense AllReduce waits for the servers' updates in this run: {why}"))
         return bool(can.all())
 
-    def _why_not_announce(self):
+    def _why_not_announce(self, batch):
+        """Why this rank's traced step cannot wait for announced updates (None: it can):
+        some read of another process's server would not travel in a packed exchange, or
+        a server would see no exchange of this rank in a step."""
         pulls = self.packed_pulls
         if pulls is None:
             return None   # no other process's server to read
         if pulls.reason:
             return pulls.reason
-        if self._reads_elsewhere:
+        remote = [p for p in self.server_sync.variables
+                  if pulls.device_of(p) != pulls.own_device]
+        graph = self._step.get_concrete_function(batch).graph
+        if reads_of(graph, remote):
             return "a server variable is read otherwise than by a row lookup"
         missed = set(pulls.remote_devices(self.server_sync.variables)) - \
             set(pulls.lookups_per_server)
@@ -491,6 +493,17 @@ def scalars(values: dict) -> dict:
 def _built(model) -> bool:
     """A Keras model whose variables all exist already (functional, or built)."""
     return bool(getattr(model, "built", False)) and bool(model.trainable_variables)
+
+
+READS = {"ReadVariableOp", "ResourceGather", "ResourceGatherNd"}
+
+
+def reads_of(graph, variables) -> int:
+    """Reads of ``variables`` made in ``graph`` itself (not inside a function it calls, as
+    the packed exchanges and the pushes are)."""
+    handles = {id(v.handle) for v in variables}
+    inside = [internal for external, internal in graph.captures if id(external) in handles]
+    return sum(op.type in READS for t in inside for op in t.consumers())
 
 
 def _after(tf, grad):

@@ -10,11 +10,22 @@ step through the call's inputs, its outputs and the call itself.
 from __future__ import annotations
 
 
-def call_on(tf, device: str, fn, *args):
-    """``fn(*args)`` as one function call placed on ``device`` (its ops pinned there)."""
+def function_on(tf, device: str, fn):
+    """``fn`` as a function whose calls run on ``device`` (its ops pinned there), one
+    function call each."""
     def pinned(*inputs):
         with tf.device(device):
             return fn(*inputs)
 
-    with tf.device(device):
-        return tf.function(pinned, autograph=False)(*args)
+    function = tf.function(pinned, autograph=False)
+
+    def call(*args):
+        with tf.device(device):
+            return function(*args)
+
+    return call
+
+
+def call_on(tf, device: str, fn, *args):
+    """``fn(*args)`` as one function call placed on ``device`` (its ops pinned there)."""
+    return function_on(tf, device, fn)(*args)

@@ -50,7 +50,7 @@ from typing import List, Optional
 from ..row_updates import RowUpdater, row_rule
 from ..tf_env import build_optimizer, ps_handle_variable, tensorflow
 from .allreduce import grouped_by_dtype, stable_names
-from .on_server import call_on
+from .on_server import call_on, function_on
 from .spec import CHIEF_SERVER
 
 
@@ -107,7 +107,13 @@ class ServerSync:
                         build_optimizer(entry.update, [part_var])
                     entry.saved = entry.update
                 self.entries.append(entry)
-        self.channels = _channels(spec.run_id, self.entries, self.readers)
+        # Announcing needs every server read in a packed exchange (the trainer checks the
+        # traced step) and only sparse variables on the servers (dense ones are read whole).
+        self.may_announce = (self.config.pack_pulls and self.config.overlap_allreduce and
+                             all(e.sparse for e in self.entries))
+        self.channels = _channels(spec.run_id, self.entries,
+                                  self.readers if self.may_announce else lambda server: 0)
+        self._settles = None
         for channel in self.channels:   # the first step's pulls wait for nothing
             if channel.applied is not None and channel.applier == spec.rank:
                 with tf.device(channel.device):
@@ -138,18 +144,23 @@ class ServerSync:
     def settle(self) -> None:
         """Return once every update of the last step this rank finished is applied (with
         ``announce``; see the module docstring): a token taken and put back per channel
-        applied by another rank, one call per server."""
+        applied by another rank, one call per server (traced at the first)."""
         tf = self.tf
-        by_device = {}
-        for channel in self.channels:
-            if channel.applied is not None and channel.applier != self.spec.rank:
-                by_device.setdefault(channel.device, []).append(channel.applied)
-        for device, queues in by_device.items():
-            def take_and_return(queues=queues):
+        if self._settles is None:
+            by_device = {}
+            for channel in self.channels:
+                if channel.applied is not None and channel.applier != self.spec.rank:
+                    by_device.setdefault(channel.device, []).append(channel.applied)
+
+            def take_and_return(queues):
                 returned = [q.enqueue_tokens(1, after=q.dequeue()) for q in queues]
                 with tf.control_dependencies(returned):
                     return tf.constant(True)
-            call_on(tf, device, take_and_return)
+
+            self._settles = [function_on(tf, device, lambda q=queues: take_and_return(q))
+                             for device, queues in by_device.items()]
+        for settle in self._settles:
+            settle()
 
     # -- inside the step function ---------------------------------------------------------------
     def push(self, grads, announce: bool = False):

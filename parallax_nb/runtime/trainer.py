@@ -120,9 +120,7 @@ class Trainer:
         # Where every read of another process's server travels in the packed exchanges, the
         # servers' updates announce themselves and the dense AllReduce need not wait for the
         # pushes (`server_sync`); the ranks confirm it once the step is traced (`_loop`).
-        self.announcing = (self.server_sync is not None and self.config.pack_pulls and
-                           self.config.overlap_allreduce and
-                           all(e.sparse for e in self.server_sync.entries))
+        self.announcing = self.server_sync is not None and self.server_sync.may_announce
         self._step = self._make_step(self.announcing)
 
     # -- start ----------------------------------------------------------------------------------
@@ -361,13 +359,12 @@ class Trainer:
             return None   # no other process's server to read
         if pulls.reason:
             return pulls.reason
-        remote = [p for p in self.server_sync.variables
-                  if pulls.device_of(p) != pulls.own_device]
+        partitions = self.server_sync.variables
+        remote = set(pulls.remote_devices(partitions))
         graph = self._step.get_concrete_function(batch).graph
-        if reads_of(graph, remote):
+        if reads_of(graph, [p for p in partitions if pulls.device_of(p) in remote]):
             return "a server variable is read otherwise than by a row lookup"
-        missed = set(pulls.remote_devices(self.server_sync.variables)) - \
-            set(pulls.lookups_per_server)
+        missed = remote - set(pulls.lookups_per_server)
         if missed:
             return f"no row of {', '.join(sorted(missed))} is looked up in a step"
         return None

@@ -2,8 +2,8 @@
 on 4 simulated hosts, and what its results must show: every configuration measured, the link
 scaled from the nominal one by the measured compute, bytes within 20% of the cost model for
 every mode at 4 hosts, the speed-up set against the byte saving; and the memory-bound case:
-AR refused under a limit it cannot fit (and above that limit when run without it), HYBRID
-and PS trained under it."""
+AR refused under a limit it cannot fit, HYBRID trained under it (the full run adds PS, and AR
+without the limit peaking above it: `make bench-scale`)."""
 import json
 import subprocess
 import sys
@@ -96,7 +96,7 @@ def test_quick_network_bound_case_on_four_hosts(quick):
 
 
 @pytest.mark.timeout(1000)
-def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid_and_ps(quick):
+def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid(quick):
     results, markdown = quick
     memory = results["memory"]
     assert "skipped" not in memory, memory.get("skipped")
@@ -107,15 +107,14 @@ def test_quick_memory_bound_case_refuses_ar_and_trains_hybrid_and_ps(quick):
     assert refused["status"] == "refused"
     assert "the AR plan does not fit the workers' memory" in refused["error"]
     assert "what would fit: mode='HYBRID'" in refused["error"]
-    for mode in ("HYBRID", "PS"):
-        assert outcome[(mode, True)]["status"] == "ok", outcome[(mode, True)].get("error")
-    # the refusal was right: without the limit, an AR rank alone peaks above it
-    alone = outcome[("AR", False)]
-    assert alone["status"] == "ok"
-    assert max(alone["rank_steps_peak"].values()) > memory["memory_limit"]
+    # (PS, and AR without the limit, are the full run's)
+    assert set(outcome) == {("AR", True), ("HYBRID", True)}
+    hybrid = outcome[("HYBRID", True)]
+    assert hybrid["status"] == "ok", hybrid.get("error")
+    # HYBRID's busiest rank really stays under the limit AR's plan is refused by
+    assert max(hybrid["rank_steps_peak"].values()) < memory["memory_limit"]
     # HYBRID's separate server holds its share of the tables (and its slots), measured;
     # the server inside the chief rank is the chief's process
-    hybrid = outcome[("HYBRID", True)]
     assert list(hybrid["server_life_peak"]) == ["1"]
     assert hybrid["server_life_peak"]["1"] > memory["table_bytes"] / 2
     assert set(hybrid["rank_life_peak"]) == {"0", "1"}

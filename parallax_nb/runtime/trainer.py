@@ -431,8 +431,16 @@ class Trainer:
         if not finite.all():
             self._nonfinite(step_number, loss, finite)
         elif self.config.on_nonfinite == "stop" and ranks.any():
+            self._stopping_together()
             raise NonFiniteError.elsewhere(self.spec.rank, step_number,
                                            [r for r, bad in enumerate(ranks) if bad > 0])
+
+    def _stopping_together(self) -> None:
+        """Every rank stops at the same step (each learnt from the step's AllReduce which
+        ranks saw non-finite values): wait until all have finished it, so that no rank's
+        server goes away under another's last exchange (with the updates announced, a
+        rank's AllReduce does not wait for its pushes) and each says why it stopped."""
+        self._barrier("parallax_nonfinite_stop")
 
     def _nonfinite(self, step_number: int, loss: float, finite) -> None:
         """A NaN or infinite loss or gradient: stop the run (raise) or note it once."""
@@ -444,6 +452,7 @@ class Trainer:
         error = NonFiniteError.at(self.spec.rank, step_number, loss,
                                   [n for n, ok in zip(names, finite[1:]) if not ok], stop)
         if stop:
+            self._stopping_together()
             raise error
         if not getattr(self, "_warned_nonfinite", False):
             self._warned_nonfinite = True

@@ -55,7 +55,7 @@ def test_quick_run_measures_every_configuration(quick):
     assert results["machine"]["nproc"] == os.cpu_count()
     assert results["machine"]["cpu_model"] and results["machine"]["date"]
     local = {(r["config"], r["ranks"]) for r in results["runs"] if r["part"] == "local"}
-    assert local == {("plain", 1)} | {(mode, 2) for mode in MODES}
+    assert local == {("plain", 1), ("HYBRID", 2), ("AR", 2)}   # quick: PS on 2 machines only
     assert all(r["status"] == "ok" and r["examples_per_sec"] > 0 for r in results["runs"])
     table = {r["config"]: r for r in results["summary"]["one_machine"]}
     assert table["plain"]["vs_plain"] == 1.0

@@ -86,7 +86,8 @@ def test_every_mode_trains_to_the_same_weights_as_the_documented_reference(clust
     config = px.Config(steps=3, batch_size=4, partitions=2, average_sparse=average)
     reference, _ = px.reference(program, config, ranks=2)
     trained = {}
-    for mode in ("HYBRID", "PS", "AR"):   # one after the other: they share the devices
+    # one after the other (they share the devices); summed, PS's sparse path is HYBRID's
+    for mode in ("HYBRID", "PS", "AR") if average else ("HYBRID", "AR"):
         run = px.train(program, cluster=cluster, select=2, config=config.replace(mode=mode))
         trained[mode] = run.result(timeout=300)
         sampled = run.metrics.dropna(subset=["t_compute"])

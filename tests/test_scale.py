@@ -1,7 +1,8 @@
 """The scale benchmark (`benchmarks.scale`): its quick variant as `make bench-scale` runs it,
-on 4 simulated hosts, and what its results must show: every configuration measured, the link
-scaled from the nominal one by the measured compute, bytes within 20% of the cost model for
-every mode at 4 hosts, the speed-up set against the byte saving; and the memory-bound case:
+on 2 simulated hosts (the full run's 4 cost the suite 40 s more), and what its results must
+show: every configuration measured, the link scaled from the nominal one by the measured
+compute, bytes within 20% of the cost model for every mode, the speed-up set against the byte
+saving; and the memory-bound case:
 AR refused under a limit it cannot fit, HYBRID trained under it (the full run adds PS, and AR
 without the limit peaking above it: `make bench-scale`)."""
 import json
@@ -63,13 +64,13 @@ def test_the_link_is_scaled_by_the_accelerator_over_this_machines_step():
 
 
 @pytest.mark.timeout(1000)
-def test_quick_network_bound_case_on_four_hosts(quick):
+def test_quick_network_bound_case_on_simulated_hosts(quick):
     results, markdown = quick
     runs = results["runs"]
-    assert all(r["status"] == "ok" and r["hosts"] == 4 for r in runs), \
+    assert all(r["status"] == "ok" and r["hosts"] == 2 for r in runs), \
         [r.get("error") for r in runs]
     (link,) = results["links"]
-    assert link["nominal"] == "1gbit" and link["hosts"] == 4
+    assert link["nominal"] == "1gbit" and link["hosts"] == 2
     reference = [r for r in runs if r["nominal"] == "unshaped"]
     assert [r["config"] for r in reference] == ["AR"]
     (here,) = [r["examples_per_step"] / r["examples_per_sec"] for r in reference]
@@ -85,14 +86,14 @@ def test_quick_network_bound_case_on_four_hosts(quick):
         f"(tc rate {link['link']}; fixed costs from 1 run(s) without servers and 0 with)")
     checked = {row["mode"] for row in results["summary"]["bytes"]}
     assert checked == {"AR", "HYBRID"}
-    for row in results["summary"]["bytes"]:       # 4 hosts: the cost model holds
-        assert row["hosts"] == 4
+    for row in results["summary"]["bytes"]:       # between machines the cost model holds
+        assert row["hosts"] == 2
         assert abs(row["wire_ratio"] - 1) <= TOLERANCE, row
     (speedup,) = results["speedups"]
-    assert speedup["bytes_ratio"] > 1              # at 4 hosts AR moves more than HYBRID
+    assert speedup["bytes_ratio"] > 1              # AR moves more than HYBRID (LM: 1.16x)
     assert speedup["speedup_share_of_byte_saving"] == pytest.approx(
         speedup["throughput_ratio"] / speedup["bytes_ratio"])
-    assert "| lm | 4x1 | 1gbit |" in markdown
+    assert "| lm | 2x1 | 1gbit |" in markdown
 
 
 @pytest.mark.timeout(1000)

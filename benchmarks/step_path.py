@@ -70,6 +70,12 @@ def sdk_run(cluster, program, workload, plan, mode, ranks, pulls="packed") -> di
         options["pack_pulls"] = pulls == "packed"
     elif pulls == "unpacked":
         return {"status": "skipped", "error": "this parallax_nb always gathers per lookup"}
+    # No spare process starts beside the measured steps: a run's worker starts one for the
+    # next run once the run's process has started up, and its TensorFlow import shared the
+    # 2 cores with a one-rank run's whole window (HYBRID 1 rank / plain 0.73 with it, 0.88
+    # without, 3 rounds in turns, 2026-12-07; 2 ranks were not affected).
+    if "warm_start" in fields:
+        options["warm_start"] = False
     if "overlap_allreduce" in fields:
         options["overlap_allreduce"] = pulls != "waiting"
     elif pulls == "waiting":

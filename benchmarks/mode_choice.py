@@ -33,8 +33,9 @@ SETTINGS = (("1 rank", 1, 1), ("2 ranks, 1 host", 2, 1), ("2 hosts", 2, 2))
 MODES = ("HYBRID", "PS", "AR")
 GOAL = 0.95
 # trial_window_seconds: Config.search_window_seconds of auto's trials (2 s: the SDK's
-# default). The CI variant checks the harness and its arithmetic, not the choice: its 4 runs
-# and up to 6 trials time 0.5 s windows each.
+# default). The quick variant checks the harness, not the choice: its 4 runs and up to 6
+# trials time 0.5 s windows each (the suite tests judge() and markdown() on their own;
+# tests/test_mode_search.py runs what measure() runs: auto timing every mode).
 PLANS = {"full": dict(rounds=3, warmup=20, window_seconds=6.0, trial_window_seconds=2.0,
                       workloads=FULL),
          "quick": dict(rounds=1, warmup=10, window_seconds=0.5, trial_window_seconds=0.5,

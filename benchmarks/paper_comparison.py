@@ -70,7 +70,8 @@ PLANS = {
                   bandwidths=("1gbit",),
                   run_timeout=120.0, warm_start=False,
                   # PS's run on one machine adds nothing the simulated machines' does not
-                  # check (its bytes); the suite's budget leaves it out here
+                  # check (its bytes; without network namespaces, i.e. without root, PS
+                  # then runs in neither part); the suite's budget leaves it out here
                   local_modes=("HYBRID", "AR")),
 }
 

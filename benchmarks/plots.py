@@ -110,7 +110,8 @@ def plot_scale(results: dict, path: str) -> None:
         ax.axhline(1.0, color=COLOURS["AR"], lw=1)
         ax.set_xticks(range(len(cases)))
         ax.set_xticklabels(labels, fontsize=8)
-        ax.set(title=f"{model}: 4 simulated machines, scaled links",
+        hosts = "/".join(str(h) for h in sorted({r["hosts"] for r in cases}))
+        ax.set(title=f"{model}: {hosts} simulated machines, scaled links",
                ylabel="throughput relative to AR")
         ax.legend(fontsize=7)
     fig.tight_layout()

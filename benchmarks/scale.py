@@ -23,7 +23,8 @@ cluster's, and a model whose tables do not fit every rank. ``python -m benchmark
    then run without the limit to show what it would have used.
 
 ``--quick`` (CI): the small language model at 2x1 with one nominal link, and the memory case
-with smaller tables, AR refused and HYBRID trained (no PS, no AR without the limit). Results: ``results/scale[_quick].json`` and ``.md``.
+with smaller tables: AR refused and HYBRID trained (PS and AR without the limit are the
+full run's). Results: ``results/scale[_quick].json`` and ``.md``.
 """
 from __future__ import annotations
 
@@ -196,8 +197,8 @@ def memory_bound_program(sizes: dict):
 
 
 def memory_bound(plan: Plan) -> dict:
-    """HYBRID and PS under a per-worker memory limit AR cannot fit; AR refused, then AR
-    without the limit for its real peak."""
+    """HYBRID (and PS: ``plan.memory_modes``) under a per-worker memory limit AR cannot fit;
+    AR refused, and (``plan.memory_alone``) AR without the limit for its real peak."""
     import parallax_nb as px
     from parallax_nb.plan.fit import worker_needs, worker_total
 
@@ -324,7 +325,9 @@ def write_markdown(results: dict, path: str) -> str:
         befores = [(m, key, label) for m, key, label in
                    ((BY_BYTES, "by_bytes_ratio", "by bytes/AR"),
                     (WAITING, "waiting_ratio", "waiting/AR")) if m in modes]
-        lines += ["Network-bound (4 simulated hosts; the link scaled from the nominal one by "
+        hosts = sorted({link["hosts"] for link in results["links"]})
+        lines += [f"Network-bound ({'/'.join(map(str, hosts))} simulated hosts; the link "
+                  "scaled from the nominal one by "
                   "the accelerator's step over this machine's unshaped step): examples/s, "
                   "and in brackets the share of what the run's wire bytes allow on that "
                   "link; HYBRID over AR in throughput and in bytes"

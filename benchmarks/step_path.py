@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -113,7 +114,10 @@ def main(argv=None) -> int:
     names = args.models.split(",") if args.models else list(plan.workloads)
     facts, started = machine_facts(), time.time()
     records: List[dict] = []
-    with px.connect(local=2) as cluster:
+    # No spares at connect either: 4 TensorFlow imports would run beside the first runs
+    # (an older parallax_nb, measured as a baseline, has no such option)
+    quiet = {"spares": False} if "spares" in inspect.signature(px.connect).parameters else {}
+    with px.connect(local=2, **quiet) as cluster:
         for repeat in range(plan.repeats):
             for name in names:
                 workload = plan.workloads[name]

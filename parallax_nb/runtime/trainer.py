@@ -444,15 +444,16 @@ class Trainer:
 
     def _nonfinite(self, step_number: int, loss: float, finite) -> None:
         """A NaN or infinite loss or gradient: stop the run (raise) or note it once."""
+        stop = self.config.on_nonfinite == "stop"
+        if stop:
+            self._stopping_together()
         on_servers = {id(tf_variable(part)): f"{variable.name} (partition {i})"
                       for variable in (self.servers.variables if self.servers else [])
                       for i, part in enumerate(variable.partitions)}
         names = [on_servers.get(id(tf_variable(v))) or variable_name(v) for v in self.variables]
-        stop = self.config.on_nonfinite == "stop"
         error = NonFiniteError.at(self.spec.rank, step_number, loss,
                                   [n for n, ok in zip(names, finite[1:]) if not ok], stop)
         if stop:
-            self._stopping_together()
             raise error
         if not getattr(self, "_warned_nonfinite", False):
             self._warned_nonfinite = True

@@ -428,29 +428,26 @@ class Trainer:
     def _check_finite(self, step_number: int, loss: float, finite, ranks) -> None:
         """``finite``: this rank's flags (loss, then each gradient); ``ranks``: per rank,
         > 0 where that rank's were not all finite (from the step's AllReduce)."""
+        stop = self.config.on_nonfinite == "stop"
+        if stop and ranks.any():
+            # Every rank stops at this step (each learnt from the step's AllReduce which ranks
+            # saw non-finite values): wait until all have finished it, so that no rank's
+            # server goes away under another's last exchange (with the updates announced, a
+            # rank's AllReduce does not wait for its pushes) and each says why it stopped.
+            self._barrier("parallax_nonfinite_stop")
         if not finite.all():
             self._nonfinite(step_number, loss, finite)
-        elif self.config.on_nonfinite == "stop" and ranks.any():
-            self._stopping_together()
+        elif stop and ranks.any():
             raise NonFiniteError.elsewhere(self.spec.rank, step_number,
                                            [r for r, bad in enumerate(ranks) if bad > 0])
 
-    def _stopping_together(self) -> None:
-        """Every rank stops at the same step (each learnt from the step's AllReduce which
-        ranks saw non-finite values): wait until all have finished it, so that no rank's
-        server goes away under another's last exchange (with the updates announced, a
-        rank's AllReduce does not wait for its pushes) and each says why it stopped."""
-        self._barrier("parallax_nonfinite_stop")
-
     def _nonfinite(self, step_number: int, loss: float, finite) -> None:
         """A NaN or infinite loss or gradient: stop the run (raise) or note it once."""
-        stop = self.config.on_nonfinite == "stop"
-        if stop:
-            self._stopping_together()
         on_servers = {id(tf_variable(part)): f"{variable.name} (partition {i})"
                       for variable in (self.servers.variables if self.servers else [])
                       for i, part in enumerate(variable.partitions)}
         names = [on_servers.get(id(tf_variable(v))) or variable_name(v) for v in self.variables]
+        stop = self.config.on_nonfinite == "stop"
         error = NonFiniteError.at(self.spec.rank, step_number, loss,
                                   [n for n, ok in zip(names, finite[1:]) if not ok], stop)
         if stop:

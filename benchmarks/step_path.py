@@ -92,10 +92,16 @@ def sdk_run(cluster, program, workload, plan, mode, ranks, pulls="packed") -> di
     first, last = window(plan.steps, plan.warmup)
     steady = metrics[(metrics["step"] > first) & (metrics["step"] <= last)]
     first_step = float(metrics["time"].min() - began) if len(metrics) else None
+    report = run.report()
+    # one step across the ranks, on one clock (an older parallax_nb has no timeline)
+    timeline = report.timeline(first, last) if hasattr(report, "timeline") else None
     return {"status": "ok", "ran_as": run.mode,
             "examples_per_sec": run_throughput(metrics, first, last),
             "step_ms": float(steady.groupby("rank")["step_time"].median().max() * 1e3),
-            "phases_ms": run.report().phases(first, last) if profile else {},
+            "phases_ms": report.phases(first, last) if profile else {},
+            "timeline_ms": ({str(rank): {k: float(v) for k, v in row.items()}
+                             for rank, row in timeline.iterrows()}
+                            if timeline is not None and len(timeline) > 1 else {}),
             "start_to_first_step_s": first_step,
             "startup_s": run.startup_seconds() if profile else {}}
 
@@ -243,7 +249,27 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['model']} | {r['config']} | {r['ranks']} | {r['optimizer']} | "
                      f"{r.get('pulls', 'packed')} | {r['step_ms']:.2f} | " + " | ".join(f"{p.get(k, 0):.2f}" for k in phases)
                      + f" | {start:.1f} |" if start is not None else " | - |")
+    lines += timeline_lines(results["runs"], last_repeat)
     return "\n".join(lines) + "\n"
+
+
+def timeline_lines(runs: List[dict], repeat: int) -> List[str]:
+    """The 2-rank runs' step across the ranks (`RunReport.timeline`): ms after the first
+    rank's start until each phase ended, and until the rank's next step began."""
+    timed = [r for r in runs if r["repeat"] == repeat and r.get("timeline_ms")]
+    if not timed:
+        return []
+    columns = list(next(iter(timed[0]["timeline_ms"].values())))
+    lines = ["", "One step across the ranks (ms after the first rank's start until each phase "
+                 "ended, and until the rank's next step began; median over the window; last "
+                 "repeat):", "",
+             "| model | config | pulls | rank | " + " | ".join(columns) + " |",
+             "|---|---|---|---:|" + "---:|" * len(columns)]
+    for r in timed:
+        for rank, row in r["timeline_ms"].items():
+            lines.append(f"| {r['model']} | {r['config']} | {r.get('pulls', 'packed')} | "
+                         f"{rank} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ def test_step_path_times_every_configuration_and_its_ratios(tmp_path):
         row["HYBRID_2_waiting"] / row["AR_2"])
     sdk = [r for r in runs if r["config"] != "plain"]
     assert all(r["phases_ms"] and r["step_ms"] > 0 for r in sdk)
-    assert "| lm |" in (tmp_path / "step_path_quick.md").read_text()
+    text = (tmp_path / "step_path_quick.md").read_text()
+    assert "| lm |" in text
+    # every 2-rank run puts both ranks' step on one clock
+    assert all(sorted(r["timeline_ms"]) == ["0", "1"] for r in sdk if r["ranks"] == 2)
+    assert "| lm | HYBRID | waiting | 1 |" in text
 
 
 def test_mode_choice_pools_a_mode_under_the_one_it_ran_as_and_judges_auto_by_medians():

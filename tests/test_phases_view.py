@@ -45,3 +45,34 @@ def test_start_up_says_which_phase_each_rank_is_in_and_for_how_long():
     assert StartupView(100.0, has_servers=True).next_phase({"horovod": 1.0}) == "connect"
     done = {r: {"started": 105.0, "phases": {"first_step": 0.1}, "done": True} for r in (0, 1)}
     assert view.lines("running", 104.0, done, [0, 1], 120.0) == []
+
+
+def test_the_timeline_puts_every_ranks_phases_on_the_first_ranks_clock():
+    """launch.timeline: each phase's end after the step's earliest start, per rank (median
+    over the steps every rank sampled), and when the rank's next step began."""
+    import pandas as pd
+
+    from parallax_nb.launch.timeline import COLUMNS, step_timeline
+
+    def row(rank, step, started, stamps):
+        record = sampled(rank, step, 0.012, stamps)
+        return dict(record, step_started_at=started + stamps[0])
+
+    ms = 1e-3
+    graph = [0, 1 * ms, 3 * ms, 3 * ms, 4 * ms, 6 * ms, 7 * ms]   # pull 1, compute 2, ...
+    late = [0, 4 * ms, 5 * ms, 5 * ms, 6 * ms, 7 * ms, 7 * ms]    # a pull of 4 ms
+    frame = pd.DataFrame(
+        [row(0, 2, 100.000, graph), row(1, 2, 100.002, late),
+         row(0, 3, 100.010, graph), row(1, 3, 100.013, late),
+         row(0, 4, 100.020, graph),                         # rank 1 did not sample step 4
+         {"rank": 1, "step": 5, "step_time": 0.01}])         # an unsampled step
+    timeline = step_timeline(frame, first=1)
+    assert list(timeline.columns) == COLUMNS and list(timeline.index) == [0, 1]
+    np.testing.assert_allclose(timeline.loc[0].to_numpy(),
+                               [0, 1, 3, 3, 4, 6, 7, 10], atol=1e-6)
+    # rank 1: started 2 and 3 ms after rank 0 (median 2.5), its pull ended 4 ms later;
+    # its step 3 began 13 ms after step 2's origin (its step 4 was not sampled)
+    np.testing.assert_allclose(timeline.loc[1].to_numpy(),
+                               [2.5, 6.5, 7.5, 7.5, 8.5, 9.5, 9.5, 13], atol=1e-6)
+    assert step_timeline(frame, first=3).empty   # no step after 3 that both ranks sampled
+    assert step_timeline(frame.drop(columns="step_started_at")).empty

@@ -11,9 +11,10 @@ from ..runtime.profile import PHASES
 METRIC_COLUMNS = ["rank", "host", "step", "loss", "examples", "step_time", "examples_per_sec",
                   "ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes", "peak_rss",
                   "time"] + \
-    [f"t_{phase}" for phase in PHASES] + ["servers_touched", "server_messages", "collectives",
+    [f"t_{phase}" for phase in PHASES] + ["step_started_at", "servers_touched",
+                                          "server_messages", "collectives",
                                           "updates_announced"] + \
-    ["attempt"]   # t_*, servers_touched, ...: sampled steps; attempt: 0, 1 after a restart
+    ["attempt"]   # t_*, step_started_at, ...: sampled steps; attempt: 0, 1 after a restart
 # after METRIC_COLUMNS: the compiled metrics of a compile-style program (per rank and window)
 VALIDATION_FACTS = ["val_examples", "val_rows_gathered", "val_table_reads", "val_seconds",
                     "best", "stopped", "attempt"]

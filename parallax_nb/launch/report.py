@@ -10,6 +10,7 @@ from ..render import render
 from ..runtime.profile import PHASES
 from ..tuning import PartitionSearch
 from .columns import METRIC_COLUMNS, validation_line
+from .timeline import step_timeline
 
 TRAFFIC = ["ps_sent", "ps_recv", "hvd_sent", "hvd_recv", "local_bytes"]
 
@@ -66,6 +67,12 @@ class RunReport:
         slowest = medians.loc[medians["step_time"].idxmax()]
         return {p: float(slowest[f"t_{p}"] * 1e3) for p in PHASES}
 
+    def timeline(self, first: int = 1, last: Optional[int] = None) -> pd.DataFrame:
+        """One step across the ranks, on a common clock (`launch.timeline`): per rank, ms
+        after the earliest rank's start until each phase ended, and until its next step
+        began (medians over the sampled steps first+1..last)."""
+        return step_timeline(self.metrics, first, last)
+
     def communication_per_host(self) -> pd.DataFrame:
         """Bytes per step each host's ranks hand to the servers and to Horovod, summed."""
         if self.communication.empty:
@@ -102,6 +109,11 @@ class RunReport:
         if phases:
             lines.append("where a step's time goes (ms per step, median, slowest rank): " +
                          ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+        timeline = self.timeline()
+        if len(timeline) > 1:
+            lines.append("one step across the ranks (ms after the first rank's start until "
+                         "each phase ended, median):")
+            lines.append(timeline.round(2).reset_index().to_string(index=False))
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.partition_search:

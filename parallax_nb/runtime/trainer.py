@@ -311,14 +311,20 @@ class Trainer:
             if step_number % config.log_every == 0 or step_number == config.steps or sampled:
                 examples = examples_in(batch) or 0
                 elapsed = now - previous
-                phases = (dict(phase_times(stamps.numpy(), elapsed, input_seconds),
-                               **self._blocking(batch)) if sampled else {})
+                phases, started = {}, {}
+                if sampled:
+                    stamped = stamps.numpy()
+                    phases = dict(phase_times(stamped, elapsed, input_seconds),
+                                  **self._blocking(batch))
+                    # when the step's graph began, on this host's clock (`launch.timeline`)
+                    started = {"step_started_at": float(stamped[0])}
                 speed = examples / elapsed if elapsed > 0 else 0.0
                 window = self._training_metrics()
                 self.events.send(STEP, rank=spec.rank, host=spec.host, step=step_number,
                                  loss=loss, examples=examples, step_time=elapsed,
                                  examples_per_sec=speed, peak_rss=peak_rss(),
-                                 **{k: int(v) for k, v in traffic.items()}, **phases, **window)
+                                 **{k: int(v) for k, v in traffic.items()}, **phases,
+                                 **started, **window)
                 if board is not None:
                     board.write(step_number, {"loss": loss, "examples_per_sec": speed,
                                               "step_time": elapsed, **scalars(window),

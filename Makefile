@@ -4,7 +4,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-python run test test-beside-a-run bench bench-quick bench-step-path bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory bench-startup docs clean
+.PHONY: setup setup-python run test test-beside-a-run bench bench-quick bench-step-path bench-exchange-shapes bench-mode-choice bench-scale bench-soak bench-steady-steps bench-model-memory bench-startup docs clean
 
 # The Python environment (all `make run` and the benchmarks need), then the system pieces
 # only the tests drive (Chromium, the JupyterHub proxy).
@@ -58,6 +58,11 @@ bench-quick: setup-python
 # HYBRID's step against plain TensorFlow and AR, with the per-phase profile (about 8 minutes).
 bench-step-path: setup-python
 	$(PY) -m benchmarks.step_path
+
+# What a step's exchanges with a server cost by their shape, TensorFlow alone: the pull, the
+# push, ids already on the server, push and next pull merged (about 1 minute).
+bench-exchange-shapes: setup-python
+	$(PY) -m benchmarks.exchange_shapes
 
 # mode="auto" against every mode, 3 rounds in a turning order: LM and CNN, 1 rank, 2 ranks, 2 simulated hosts (about 40 minutes).
 bench-mode-choice: setup-python

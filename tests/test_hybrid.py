@@ -192,10 +192,10 @@ def test_profile_splits_every_step_into_phases_and_counts_what_a_step_blocks_on(
     assert set(summary) == set(PHASES)
     assert "where a step's time goes" in str(run.report())
     # and on one clock: each rank's phases end in order after its step began, and its next
-    # step begins after the last of them (launch.timeline)
-    timeline = run.report().timeline()
+    # step begins after the last of them (launch.timeline; steps 2-5, each with a next one)
+    timeline = run.report().timeline(first=1, last=5)
     assert list(timeline.index) == [0, 1] and (timeline["start"] >= 0).all()
-    assert (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all(), timeline
+    assert timeline.notna().all().all() and (timeline.diff(axis=1).iloc[:, 1:] >= 0).all().all()
     assert "one step across the ranks" in str(run.report())
     blocks = frame.groupby("rank")[["servers_touched", "collectives"]].max()
     if mode == "AR":      # dense gradients and barrier; allgathers of sparse values, indices

@@ -76,3 +76,37 @@ def test_the_timeline_puts_every_ranks_phases_on_the_first_ranks_clock():
                                [2.5, 6.5, 7.5, 7.5, 8.5, 9.5, 9.5, 13], atol=1e-6)
     assert step_timeline(frame, first=3).empty   # no step after 3 that both ranks sampled
     assert step_timeline(frame.drop(columns="step_started_at")).empty
+
+
+def test_the_timeline_takes_the_last_attempt_and_shows_no_column_no_step_filled():
+    """After a restart only the last attempt's steps count (it may have fewer ranks, and it
+    redid some steps); the report leaves out next_start where no next step was sampled
+    (profile_every)."""
+    import pandas as pd
+
+    from parallax_nb.launch.report import RunReport
+    from parallax_nb.launch.timeline import step_timeline
+
+    ms = 1e-3
+    graph = [0, 1 * ms, 3 * ms, 3 * ms, 4 * ms, 6 * ms, 7 * ms]
+
+    def row(rank, step, started, attempt):
+        return dict(sampled(rank, step, 0.012, graph), step_started_at=started,
+                    attempt=attempt)
+
+    lost = [row(0, 2, 100.0, 0), row(1, 2, 100.0, 0), row(2, 2, 100.0, 0),
+            row(0, 52, 101.0, 0), row(1, 52, 101.0, 0), row(2, 52, 101.0, 0)]
+    resumed = [row(0, 52, 200.000, 1), row(1, 52, 200.001, 1),     # redone, 2 ranks now
+               row(0, 102, 201.000, 1), row(1, 102, 201.003, 1)]
+    frame = pd.DataFrame(lost + resumed)
+    timeline = step_timeline(frame)
+    assert list(timeline.index) == [0, 1]
+    np.testing.assert_allclose(timeline["start"], [0, 2], atol=1e-6)   # medians of 0,0; 1,3
+    assert timeline["next_start"].isna().all()
+    report = RunReport("r", "finished", "HYBRID", (), {"h": 2}, 102, 1.0, 1.0,
+                       pd.DataFrame(), 1.0, pd.DataFrame(), pd.DataFrame(), metrics=frame)
+    assert "next_start" not in report.shown_timeline().columns
+    assert "one step across the ranks" in str(report)
+    single = RunReport("r", "finished", "HYBRID", (), {"h": 1}, 102, 1.0, 1.0, pd.DataFrame(),
+                       1.0, pd.DataFrame(), pd.DataFrame(), metrics=frame[frame["rank"] == 0])
+    assert single.shown_timeline().empty and "one step across" not in str(single)

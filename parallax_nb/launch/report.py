@@ -73,6 +73,14 @@ class RunReport:
         began (medians over the sampled steps first+1..last)."""
         return step_timeline(self.metrics, first, last)
 
+    def shown_timeline(self) -> pd.DataFrame:
+        """The timeline as the report shows it: for two ranks or more, without a column no
+        step filled (``next_start`` where only one step in ``profile_every`` is sampled)."""
+        timeline = self.timeline()
+        if len(timeline) < 2:
+            return timeline.iloc[0:0]
+        return timeline.dropna(axis=1, how="all")
+
     def communication_per_host(self) -> pd.DataFrame:
         """Bytes per step each host's ranks hand to the servers and to Horovod, summed."""
         if self.communication.empty:
@@ -109,8 +117,8 @@ class RunReport:
         if phases:
             lines.append("where a step's time goes (ms per step, median, slowest rank): " +
                          ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
-        timeline = self.timeline()
-        if len(timeline) > 1:
+        timeline = self.shown_timeline()
+        if not timeline.empty:
             lines.append("one step across the ranks (ms after the first rank's start until "
                          "each phase ended, median):")
             lines.append(timeline.round(2).reset_index().to_string(index=False))

@@ -2,7 +2,9 @@
 
 With ``Config(profile=True)`` the step function records ``tf.timestamp()`` once each phase's
 results exist (a timestamp op that waits for a phase's outputs, and nothing waits for it, so
-it observes the step without reordering it). A step's phases, in the order they complete:
+it observes the step without reordering it). Each stamp also waits for the one before it,
+so the phases follow one another and tile the step: a phase that overlaps the one before it
+(the AllReduce beside the pushes) counts what it adds after it. A step's phases, in order:
 
 * ``input``: the training loop waiting for the next batch (measured in Python);
 * ``pull``: until every row gathered from the servers has arrived (0 without servers);
@@ -16,9 +18,10 @@ it observes the step without reordering it). A step's phases, in the order they 
 * ``host``: the rest of the wall-clock step: dispatching the function, Python around it.
 
 With the phases go what a step blocks on beyond this process: ``server_messages`` (tensors
-that cross between this rank and another process's server: each is one RPC), ``servers_touched`` (server
-processes it exchanges with), ``collectives`` (Horovod collectives in its traced graph) and
-``updates_announced`` (1 where its AllReduce need not wait for the pushes).
+that cross between this rank and another process's server: each is one RPC),
+``servers_touched`` (server processes it exchanges with), ``collectives`` (Horovod collectives
+in its traced graph) and ``updates_announced`` (1 where its AllReduce need not wait for the
+pushes).
 
 The gathers are found where the model makes them (`gathers`): the pull phase ends when every
 row of the step's lookups has arrived.
@@ -31,7 +34,7 @@ from ..tf_env import tensorflow
 
 PHASES = ("input", "pull", "compute", "local_aggregation", "push_update", "allreduce", "apply",
           "host")
-_GRAPH_PHASES = PHASES[1:-1]
+GRAPH_PHASES = PHASES[1:-1]   # stamped in the step's graph, one after the other
 
 
 def stamp(after=()):
@@ -56,7 +59,7 @@ def phase_times(stamps, step_seconds: float, input_seconds: float) -> dict:
     """Seconds per phase from the stamps at the start and at each graph phase's end."""
     values = [float(s) for s in stamps]
     phases = {"input": input_seconds}
-    for name, start, end in zip(_GRAPH_PHASES, values, values[1:]):
+    for name, start, end in zip(GRAPH_PHASES, values, values[1:]):
         phases[name] = max(end - start, 0.0)
     phases["host"] = max(step_seconds - input_seconds - (values[-1] - values[0]), 0.0)
     return {f"t_{k}": v for k, v in phases.items()}

@@ -197,6 +197,10 @@ class Trainer:
         @step_function
         def step(batch):
             stamps = [stamp()] if profile else []
+
+            def mark(after):   # no earlier than the phase before: the phases tile the step
+                stamps.append(stamp([after, stamps[-1]]))
+
             with tf.GradientTape() as tape, \
                     (pulls.deferred(tape.watch, tokens) if pulls else pulled_rows()) as pulled:
                 outputs = forward(batch)
@@ -214,12 +218,14 @@ class Trainer:
                                                 grads[len(variables):])
                 grads = local_grads + server_grads
             if profile:
-                stamps += [stamp(pulled), stamp([loss, grads])]
+                mark(pulled)
+                mark([loss, grads])
             waits, pushed, local = [], tf.constant(0, tf.int64), tf.constant(0, tf.int64)
             if server_sync is not None:
                 waits, pushed, local = server_sync.push(server_grads, announce)
                 if profile:
-                    stamps += [stamp(server_sync.collective_results), stamp(waits)]
+                    mark(server_sync.collective_results)
+                    mark(waits)
             elif profile:
                 stamps += [stamps[-1], stamps[-1]]
             # The AllReduce after this rank's pull (announced: the tokens' order needs it, even
@@ -236,7 +242,7 @@ class Trainer:
             synced = sync(local_grads + [barrier], densify)
             synced, barrier_done = synced[:-1], synced[-1]
             if profile:
-                stamps.append(stamp(synced))
+                mark(synced)
             applied = row_updates.apply(optimizer, [(g, v) for g, v in
                                                     zip(synced, variables[:n_local])
                                                     if g is not None])
@@ -246,7 +252,7 @@ class Trainer:
             if check_finite:
                 traffic["finite"] = finite
             if profile:
-                stamps.append(stamp(applied))
+                mark(applied)
                 traffic["stamps"] = tf.stack(stamps)
             # Horovod's ops are not stateful, so one whose result nothing *reads* is dropped
             # (a control dependency on it is not enough: Grappler turns an op without data

@@ -78,7 +78,8 @@ class Carried(Shape):
     are the next call's last two inputs)."""
 
     def call(self):
-        loss, *self.args[1:] = self.function(*self.args)
+        loss, pushed_ids, values = self.function(*self.args)
+        self.args[1:] = [pushed_ids, values]
         return loss
 
 

@@ -60,6 +60,8 @@ def phase_times(stamps, step_seconds: float, input_seconds: float) -> dict:
     values = [float(s) for s in stamps]
     phases = {"input": input_seconds}
     for name, start, end in zip(GRAPH_PHASES, values, values[1:]):
+        # each stamp waits for the one before; only a step of the wall clock (NTP) could
+        # make one earlier
         phases[name] = max(end - start, 0.0)
     phases["host"] = max(step_seconds - input_seconds - (values[-1] - values[0]), 0.0)
     return {f"t_{k}": v for k, v in phases.items()}
